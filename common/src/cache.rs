@@ -1,0 +1,133 @@
+//! The on-disk cache shared by `oci-fetch` and `oci-unpack`.
+//!
+//! ```text
+//! CACHE = ${SINGULARITY_CACHEDIR:-$HOME/.singularity}/cache/oci-launcher     (mode 0700)
+//!   layout/            one OCI image layout: oci-layout, index.json, blobs/sha256/<hex>
+//!   refs/<sha256 of reference>.json   reference -> manifest digest index (docker:// only)
+//!   rootfs/<key>/      complete root filesystems, renamed into place, then read-only
+//!   tmp/               partial downloads and unpacks (removed or reused after a crash)
+//!   locks/             flock(2) files; a lock is held while a blob or rootfs is produced
+//! ```
+//!
+//! Everything is written to a temporary name in the same filesystem and renamed into place only
+//! once complete and verified, so a reader never sees a half-written entry.
+
+use crate::digest::Digest;
+use crate::fsutil::{LockFile, private_dir};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Directory name of our cache below Singularity's cache root.
+const SUBDIR: &str = "oci-launcher";
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// Singularity's cache root: `$SINGULARITY_CACHEDIR/cache`, else `$HOME/.singularity/cache`.
+pub fn default_root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SINGULARITY_CACHEDIR").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir).join("cache").join(SUBDIR));
+    }
+    let home = crate::identity::home_dir()?;
+    Ok(home.join(".singularity").join("cache").join(SUBDIR))
+}
+
+impl Cache {
+    /// Open (creating if needed) the cache at its default place.
+    pub fn open_default() -> Result<Cache> {
+        Cache::open(&default_root()?)
+    }
+
+    /// Open (creating if needed) a cache rooted at `root`. All directories are 0700.
+    pub fn open(root: &Path) -> Result<Cache> {
+        let root = crate::fsutil::absolute(root)?;
+        for sub in [
+            "",
+            "layout",
+            "layout/blobs",
+            "layout/blobs/sha256",
+            "refs",
+            "rootfs",
+            "tmp",
+            "locks",
+        ] {
+            let d = root.join(sub);
+            if !d.is_dir() {
+                private_dir(&d)
+                    .with_context(|| format!("cannot set up cache {}", root.display()))?;
+            }
+        }
+        let layout_marker = root.join("layout/oci-layout");
+        if !layout_marker.exists() {
+            crate::fsutil::atomic_write(
+                &layout_marker,
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+                0o600,
+            )?;
+        }
+        let index = root.join("layout/index.json");
+        if !index.exists() {
+            crate::fsutil::atomic_write(
+                &index,
+                br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+                0o600,
+            )?;
+        }
+        Ok(Cache { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The OCI layout that holds every cached blob.
+    pub fn layout(&self) -> PathBuf {
+        self.root.join("layout")
+    }
+
+    /// Where the blob with this digest lives (whether or not it is present yet).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        blob_path_in(&self.layout(), d)
+    }
+
+    pub fn refs_dir(&self) -> PathBuf {
+        self.root.join("refs")
+    }
+
+    pub fn rootfs_dir(&self) -> PathBuf {
+        self.root.join("rootfs")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Take the exclusive lock called `name` (for example `blob-<hex>` or `rootfs-<key>`).
+    pub fn lock(&self, name: &str) -> Result<LockFile> {
+        LockFile::exclusive(&self.root.join("locks").join(format!("{name}.lock")))
+    }
+}
+
+/// `<layout>/blobs/<alg>/<hex>`.
+pub fn blob_path_in(layout: &Path, d: &Digest) -> PathBuf {
+    layout.join("blobs").join(d.algorithm()).join(d.hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_creates_layout() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(&d.path().join("c")).unwrap();
+        assert!(c.layout().join("oci-layout").is_file());
+        assert!(c.layout().join("blobs/sha256").is_dir());
+        let dg = Digest::of_bytes(b"x");
+        assert!(c.blob_path(&dg).starts_with(c.layout()));
+        // idempotent
+        Cache::open(c.root()).unwrap();
+    }
+}

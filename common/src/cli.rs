@@ -1,0 +1,191 @@
+//! CLI conventions shared by every stage.
+//!
+//! * `--help` prints the usage text on stdout and exits 0; `--version` prints `NAME VERSION`.
+//! * Launcher errors print exactly one line `FATAL: NAME: message` on stderr and exit 255.
+//! * Diagnostics go to stderr; stdout carries only the stage's record.
+
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::sync::OnceLock;
+
+/// Exit status for any launcher error (bad input, missing image, runtime not found, ...).
+pub const EXIT_FATAL: i32 = 255;
+
+static PROGRAM: OnceLock<&'static str> = OnceLock::new();
+
+/// Name of the running stage, for messages printed from shared code.
+pub fn program() -> &'static str {
+    PROGRAM.get().copied().unwrap_or("singularity-oci")
+}
+
+/// Static description of one executable.
+pub struct Tool {
+    pub name: &'static str,
+    /// Full `--help` text. Its first line is the usage line.
+    pub help: &'static str,
+}
+
+/// The arguments of one invocation: options, and the command after the first `--`.
+///
+/// Splitting at `--` before option parsing matters: pico-args scans the whole vector, so an
+/// option spelled inside the container command (`-- sh -c 'x --env y'`) must never be seen.
+pub struct Args {
+    pub opts: pico_args::Arguments,
+    /// Everything after the first `--` (empty when there was none).
+    pub command: Vec<String>,
+    /// Whether a `--` was present at all.
+    pub has_command: bool,
+}
+
+impl Args {
+    /// Build from an explicit argument vector (without the program name).
+    pub fn from_vec(raw: Vec<OsString>) -> anyhow::Result<Args> {
+        let mut opts = Vec::new();
+        let mut command = Vec::new();
+        let mut has_command = false;
+        for a in raw {
+            if has_command {
+                command.push(
+                    a.into_string()
+                        .map_err(|a| anyhow::anyhow!("argument is not valid UTF-8: {a:?}"))?,
+                );
+            } else if a == "--" {
+                has_command = true;
+            } else {
+                opts.push(a);
+            }
+        }
+        Ok(Args {
+            opts: pico_args::Arguments::from_vec(opts),
+            command,
+            has_command,
+        })
+    }
+
+    /// Reject leftover options; return the remaining positional arguments.
+    pub fn positionals(self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let mut pos = Vec::new();
+        for a in self.opts.finish() {
+            let s = a
+                .into_string()
+                .map_err(|a| anyhow::anyhow!("argument is not valid UTF-8: {a:?}"))?;
+            if s.starts_with('-') && s.len() > 1 {
+                anyhow::bail!("unknown option '{s}' (see --help)");
+            }
+            pos.push(s);
+        }
+        Ok((pos, self.command))
+    }
+}
+
+impl Tool {
+    /// Parse the process arguments: handle `--help`/`--version` (anywhere before `--`).
+    pub fn args(&self) -> anyhow::Result<Args> {
+        PROGRAM.get_or_init(|| self.name);
+        let raw: Vec<OsString> = std::env::args_os().skip(1).collect();
+        for a in &raw {
+            if a == "--" {
+                break;
+            }
+            if a == "--help" || a == "-h" {
+                print!("{}", self.help);
+                std::process::exit(0);
+            }
+            if a == "--version" {
+                println!("{} {}", self.name, env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+        }
+        Args::from_vec(raw)
+    }
+
+    /// Run `body`, turning an error into a FATAL line and exit 255, and an `Ok(code)` into that
+    /// exit code. Never returns.
+    pub fn main(&self, body: impl FnOnce(Args) -> anyhow::Result<i32>) -> ! {
+        let result = self.args().and_then(body);
+        match result {
+            Ok(code) => {
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                std::process::exit(code)
+            }
+            Err(e) => fatal(format_chain(&e)),
+        }
+    }
+}
+
+/// Print `FATAL: prog: msg` and exit 255.
+pub fn fatal(msg: impl Display) -> ! {
+    eprintln!("FATAL: {}: {}", program(), one_line(&msg.to_string()));
+    std::process::exit(EXIT_FATAL)
+}
+
+/// Print a `WARNING:` line on stderr.
+pub fn warn(msg: impl Display) {
+    eprintln!("WARNING: {}: {}", program(), one_line(&msg.to_string()));
+}
+
+/// Print an `INFO:` line on stderr unless `SINGULARITY_QUIET` is set.
+pub fn info(msg: impl Display) {
+    if std::env::var_os("SINGULARITY_QUIET").is_none() {
+        eprintln!("INFO: {}: {}", program(), one_line(&msg.to_string()));
+    }
+}
+
+/// Print a debug line when `SINGULARITY_DEBUG` is set (the front sets it for `--debug`).
+pub fn debug(msg: impl Display) {
+    if debug_enabled() {
+        eprintln!("DEBUG: {}: {}", program(), msg);
+    }
+}
+
+pub fn debug_enabled() -> bool {
+    std::env::var_os("SINGULARITY_DEBUG").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `outer: inner: innermost` for an anyhow chain, on one line.
+pub fn format_chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+fn one_line(s: &str) -> String {
+    s.trim_end().replace('\n', " | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn options_after_dashdash_belong_to_the_command() {
+        let mut a = Args::from_vec(v(&["--env", "A=1", "--", "sh", "-c", "x --env B=2"])).unwrap();
+        let envs: Vec<String> = a.opts.values_from_str("--env").unwrap();
+        assert_eq!(envs, vec!["A=1"]);
+        let (pos, cmd) = a.positionals().unwrap();
+        assert!(pos.is_empty());
+        assert_eq!(cmd, vec!["sh", "-c", "x --env B=2"]);
+    }
+
+    #[test]
+    fn unknown_option_is_refused() {
+        let a = Args::from_vec(v(&["--bogus"])).unwrap();
+        assert!(a.positionals().is_err());
+    }
+
+    #[test]
+    fn chain_is_one_line_without_repeats() {
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(format_chain(&e), "outer: inner");
+    }
+}

@@ -1,0 +1,188 @@
+//! Small filesystem helpers: private directories, atomic writes, file locks.
+
+use anyhow::{Context, Result, bail};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Create `dir` (and parents) with mode 0700 if missing. An existing directory is accepted only
+/// if it is a real directory owned by the caller; its mode is tightened to 0700.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) => {
+            if !m.is_dir() {
+                bail!("{} exists and is not a directory", dir.display());
+            }
+            let euid = nix::unistd::geteuid().as_raw();
+            if m.uid() != euid {
+                bail!(
+                    "{} is owned by uid {}, not by the caller (uid {euid})",
+                    dir.display(),
+                    m.uid()
+                );
+            }
+            if m.mode() & 0o077 != 0 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("cannot make {} private", dir.display()))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display())),
+        Err(e) => Err(e).with_context(|| format!("cannot stat {}", dir.display())),
+    }
+}
+
+/// A unique temporary name beside `target`, in the same directory (so a rename is atomic).
+pub fn temp_sibling(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parent = target.parent().unwrap_or(Path::new("."));
+    parent.join(format!(
+        ".tmp-{}-{}-{}",
+        std::process::id(),
+        unique_suffix(),
+        name
+    ))
+}
+
+/// A short random-ish suffix for temporary names (pid + time + counter; no RNG needed).
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!("{:x}{:x}", nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Write `bytes` to `target` atomically: temporary file, fsync, rename.
+pub fn atomic_write(target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = temp_sibling(target);
+    let result = (|| -> Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, target)
+            .with_context(|| format!("cannot rename into {}", target.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// An exclusive advisory lock (flock) held until dropped.
+pub struct LockFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl LockFile {
+    /// Block until the lock at `path` is ours. The file is created if needed and never removed
+    /// (removing a lock file races with other waiters).
+    pub fn exclusive(path: &Path) -> Result<LockFile> {
+        let file = open_lock(path)?;
+        file.lock()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(LockFile {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Take a shared lock, blocking while an exclusive holder works.
+    pub fn shared(path: &Path) -> Result<LockFile> {
+        let file = open_lock(path)?;
+        file.lock_shared()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(LockFile {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Try to take the lock without waiting; `None` when another process holds it.
+    pub fn try_exclusive(path: &Path) -> Result<Option<LockFile>> {
+        let file = open_lock(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(LockFile {
+                file,
+                path: path.to_path_buf(),
+            })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+fn open_lock(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))
+}
+
+/// Make `p` absolute against the current directory, without resolving symlinks.
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("cannot make {} absolute", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("f");
+        atomic_write(&t, b"one", 0o644).unwrap();
+        atomic_write(&t, b"two", 0o644).unwrap();
+        assert_eq!(fs::read(&t).unwrap(), b"two");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn private_dir_is_0700() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b");
+        private_dir(&p).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn try_lock_sees_holder() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("l");
+        let _held = LockFile::exclusive(&p).unwrap();
+        assert!(LockFile::try_exclusive(&p).unwrap().is_none());
+    }
+}

@@ -1,0 +1,17 @@
+//! Shared library of the singularity-oci stages.
+//!
+//! Every executable is a thin `main` over this crate plus its own modules. What lives here is what
+//! more than one stage needs: the JSON records that flow between stages, the CLI conventions
+//! (`--help`, `--version`, `FATAL:` lines and exit codes), digests, the cache layout and its locks,
+//! the caller's identity and subordinate IDs, and the runtime state directory rules.
+
+pub mod cache;
+pub mod cgroupfix;
+pub mod cli;
+pub mod digest;
+pub mod fsutil;
+pub mod identity;
+pub mod record;
+pub mod runtime;
+pub mod statedir;
+pub mod subid;
