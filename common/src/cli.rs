@@ -82,6 +82,7 @@ impl Tool {
     /// Parse the process arguments: handle `--help`/`--version` (anywhere before `--`).
     pub fn args(&self) -> anyhow::Result<Args> {
         PROGRAM.get_or_init(|| self.name);
+        restore_default_interrupts();
         let raw: Vec<OsString> = std::env::args_os().skip(1).collect();
         for a in &raw {
             if a == "--" {
@@ -110,6 +111,21 @@ impl Tool {
                 std::process::exit(code)
             }
             Err(e) => fatal(format_chain(&e)),
+        }
+    }
+}
+
+/// Put SIGINT and SIGQUIT back to their default action.
+///
+/// A POSIX shell starts asynchronous commands (`cmd &`) with SIGINT and SIGQUIT ignored when job
+/// control is off, and ignored dispositions survive exec: without this, the front's background
+/// stage chain, the runtime and finally the container process would all ignore Ctrl-C, and a
+/// container shell could not even `trap` SIGINT.
+fn restore_default_interrupts() {
+    for sig in [libc::SIGINT, libc::SIGQUIT] {
+        // SAFETY: installing SIG_DFL has no preconditions.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
         }
     }
 }
