@@ -5,9 +5,11 @@
 //! (`--help`, `--version`, `FATAL:` lines and exit codes), digests, the cache layout and its locks,
 //! the caller's identity and subordinate IDs, and the runtime state directory rules.
 
+pub mod bundlelock;
 pub mod cache;
 pub mod cgroupfix;
 pub mod cli;
+pub mod conmon;
 pub mod digest;
 pub mod fsutil;
 pub mod identity;
