@@ -1,15 +1,181 @@
-//! oci-fetch: not yet implemented beyond its command line.
+//! oci-fetch: resolve an image reference, verify it, put its blobs in the cache layout, and
+//! print one image record.
 
+mod image;
+mod layout;
+mod media;
+mod progress;
+mod reference;
+mod store;
+
+use anyhow::{Context, Result, bail};
+use common::cache::Cache;
 use common::cli::Tool;
+use reference::ImageRef;
+use std::path::PathBuf;
 
 const TOOL: Tool = Tool {
     name: "oci-fetch",
-    help: "Usage: oci-fetch [OPTIONS]\n\nSee oci-fetch(1).\n",
+    help: "\
+Usage: oci-fetch [OPTIONS] REF
+
+Fetch an OCI image into the cache layout, verify every digest, and print one
+image record (JSON) on stdout.
+
+REF is one of:
+  oci:DIR[:TAG|@DIGEST]
+  oci-archive:FILE[:TAG|@DIGEST]
+  docker-archive:FILE[:REPO:TAG]
+  docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]     (short names: alpine)
+
+Options:
+  --platform OS/ARCH[/VARIANT]  image to pick from a multi-platform index (default: host)
+  --arch ARCH                   same as --platform linux/ARCH
+  --offline                     docker://: use only the cache, never the network
+  --disable-cache               fetch into a new temporary layout (see oci-fetch(1))
+  --authfile FILE               registry credentials (containers auth.json format)
+  --creds USER[:PASS]           registry credentials (never printed)
+  --cert-dir DIR                extra CA certificates (*.crt) for registry TLS
+  --tls-verify=false            do not verify registry TLS certificates
+  --no-https                    talk plain HTTP to the registry
+  --jobs N                      blobs downloaded in parallel (default 3)
+  -q, --quiet                   no progress bars
+  -h, --help                    this text
+  --version                     print the version
+
+See oci-fetch(1).
+",
 };
 
+pub struct Opts {
+    pub want: media::Wanted,
+    pub offline: bool,
+    pub disable_cache: bool,
+    pub authfile: Option<PathBuf>,
+    pub creds: Option<String>,
+    pub cert_dir: Option<PathBuf>,
+    pub tls_verify: bool,
+    pub no_https: bool,
+    pub jobs: usize,
+    pub quiet: bool,
+}
+
+fn parse_bool(s: &str) -> Result<bool> {
+    match s {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => bail!("expected true or false, got '{s}'"),
+    }
+}
+
+fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
+    let platform: Option<String> = args.opt_value_from_str("--platform")?;
+    let arch: Option<String> = args.opt_value_from_str("--arch")?;
+    let want = match (platform, arch) {
+        (Some(_), Some(_)) => bail!("give --platform or --arch, not both"),
+        (Some(p), None) => media::Wanted::parse(&p)?,
+        (None, Some(a)) => media::Wanted::parse(&format!("linux/{a}"))?,
+        (None, None) => media::Wanted::host(),
+    };
+    let tls_verify = match args.opt_value_from_str::<_, String>("--tls-verify")? {
+        Some(v) => parse_bool(&v).context("--tls-verify")?,
+        None => true,
+    };
+    let jobs = args.opt_value_from_str("--jobs")?.unwrap_or(3usize);
+    if !(1..=16).contains(&jobs) {
+        bail!("--jobs must be between 1 and 16");
+    }
+    Ok(Opts {
+        want,
+        offline: args.contains("--offline"),
+        disable_cache: args.contains("--disable-cache"),
+        authfile: args.opt_value_from_os_str("--authfile", |s| {
+            Ok::<_, std::convert::Infallible>(PathBuf::from(s))
+        })?,
+        creds: args.opt_value_from_str("--creds")?,
+        cert_dir: args.opt_value_from_os_str("--cert-dir", |s| {
+            Ok::<_, std::convert::Infallible>(PathBuf::from(s))
+        })?,
+        tls_verify,
+        no_https: args.contains("--no-https"),
+        jobs,
+        quiet: args.contains("--quiet") || args.contains("-q"),
+    })
+}
+
+/// A cache root for `--disable-cache`: a fresh private directory under the temp dir.
+fn temp_cache_root() -> Result<PathBuf> {
+    let base = std::env::var_os("SINGULARITY_TMPDIR")
+        .or_else(|| std::env::var_os("TMPDIR"))
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let root = base.join(format!("oci-fetch-{}", common::fsutil::unique_suffix()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&root)
+        .with_context(|| format!("cannot create temporary layout {}", root.display()))?;
+    Ok(root)
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+fn run(reference: &str, opts: &Opts) -> Result<()> {
+    let image_ref = reference::parse(reference)?;
+    let temp_root = if opts.disable_cache {
+        Some(temp_cache_root()?)
+    } else {
+        None
+    };
+    let result = (|| -> Result<()> {
+        let cache = match &temp_root {
+            Some(r) => Cache::open(r)?,
+            None => Cache::open_default()?,
+        };
+        let store = store::Store::new(cache);
+        let progress = progress::Progress::new(opts.quiet);
+        let iopts = image::Options {
+            reference,
+            transport: image_ref.transport(),
+            want: opts.want.clone(),
+            jobs: opts.jobs,
+            progress: &progress,
+        };
+        let fetched = match &image_ref {
+            ImageRef::Oci { dir, sel } => {
+                let src = layout::LayoutSource::new(dir, sel.clone())?;
+                image::fetch(&src, &store, &iopts)?
+            }
+            ImageRef::OciArchive { .. } | ImageRef::DockerArchive { .. } | ImageRef::Docker(_) => {
+                bail!(
+                    "transport '{}:' is not implemented yet",
+                    image_ref.transport()
+                )
+            }
+        };
+        common::record::print_record(&fetched.record)
+    })();
+    if result.is_err()
+        && let Some(r) = &temp_root
+    {
+        let _ = std::fs::remove_dir_all(r);
+    }
+    result
+}
+
 fn main() {
-    TOOL.main(|args| {
-        args.positionals()?;
-        anyhow::bail!("not implemented yet")
+    TOOL.main(|mut args| {
+        let opts = parse_opts(&mut args.opts)?;
+        if args.has_command {
+            bail!("unexpected '--': oci-fetch takes no command");
+        }
+        let (pos, _) = args.positionals()?;
+        let reference = match pos.as_slice() {
+            [r] => r.clone(),
+            [] => bail!("missing image reference (see --help)"),
+            _ => bail!("expected one image reference, got {}", pos.len()),
+        };
+        run(&reference, &opts)?;
+        Ok(0)
     })
 }

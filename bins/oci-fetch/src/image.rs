@@ -1,0 +1,199 @@
+//! The fetch itself, the same for every source: top manifest -> platform -> manifest -> config
+//! -> layers, each verified against its digest before it is stored or trusted.
+
+use crate::media::{self, Doc, RawDescriptor, RawPlatform, Wanted};
+use crate::progress::Progress;
+use crate::store::{BlobSource, Store, read_limited};
+use anyhow::{Context, Result, bail};
+use common::digest::Digest;
+use common::record::{Descriptor, ImageRecord, SCHEMA_VERSION};
+
+/// The document a reference points at (a manifest or an index).
+pub struct Top {
+    pub bytes: Vec<u8>,
+    /// Media type declared by the source (descriptor or Content-Type); may be empty.
+    pub media_type: String,
+    /// The digest the bytes must have, when the source names one (layout descriptor, `@digest`).
+    pub expected: Option<Digest>,
+    /// Platform from the descriptor that pointed here, if any.
+    pub platform: Option<RawPlatform>,
+}
+
+pub trait ImageSource: BlobSource {
+    /// Resolve the reference to its top document. `store` lets a source answer from the cache.
+    fn top(&self, store: &Store) -> Result<Top>;
+
+    /// Read a small blob (child manifest, config) by descriptor, at most `limit` bytes.
+    fn read_small(&self, desc: &RawDescriptor, limit: u64) -> Result<Vec<u8>> {
+        let (r, _) = self.open(desc, 0)?;
+        read_limited(r, limit, &format!("blob {}", desc.digest))
+    }
+}
+
+pub struct Options<'a> {
+    pub reference: &'a str,
+    pub transport: &'a str,
+    pub want: Wanted,
+    pub jobs: usize,
+    pub progress: &'a Progress,
+}
+
+/// What a fetch produced, beyond the record: the top digest for the reference index.
+pub struct Fetched {
+    pub record: ImageRecord,
+    pub top_digest: Digest,
+    pub top_media_type: String,
+}
+
+/// Read a small blob through the cache: use the cached copy when present (re-verified), else
+/// read it from the source, verify it, and store it.
+fn small_blob(
+    src: &dyn ImageSource,
+    store: &Store,
+    desc: &RawDescriptor,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let d = desc.digest()?;
+    if desc.size > limit {
+        bail!(
+            "{what} {d} is {} bytes, over the {limit} byte limit",
+            desc.size
+        );
+    }
+    if let Some(b) = store.read_small(&d, limit)? {
+        return Ok(b);
+    }
+    let bytes = src
+        .read_small(desc, limit)
+        .with_context(|| format!("cannot read {what} {d}"))?;
+    if bytes.len() as u64 != desc.size {
+        bail!(
+            "size mismatch for {what} {d}: descriptor says {} bytes, got {}",
+            desc.size,
+            bytes.len()
+        );
+    }
+    d.verify_bytes(&bytes, &format!("{what} {d}"))?;
+    store.put_bytes(&d, &bytes)?;
+    Ok(bytes)
+}
+
+pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fetched> {
+    let top = src.top(store)?;
+    if top.bytes.len() as u64 > media::MAX_MANIFEST {
+        bail!(
+            "manifest is {} bytes, over the {} byte limit",
+            top.bytes.len(),
+            media::MAX_MANIFEST
+        );
+    }
+    let top_digest = Digest::of_bytes(&top.bytes);
+    if let Some(exp) = &top.expected
+        && *exp != top_digest
+    {
+        bail!("digest mismatch for manifest: expected {exp}, content hashes to {top_digest}");
+    }
+    let (mut doc, top_mt) = media::parse_doc(&top.bytes, &top.media_type, "manifest")?;
+    store.put_bytes(&top_digest, &top.bytes)?;
+
+    // Walk down indexes (nested ones too, bounded) to one image manifest.
+    let mut platform = top.platform.clone();
+    let mut manifest_desc = RawDescriptor {
+        media_type: top_mt.clone(),
+        digest: top_digest.to_string(),
+        size: top.bytes.len() as u64,
+        annotations: None,
+        platform: None,
+        urls: None,
+    };
+    let mut depth = 0;
+    let (config_desc, layers) = loop {
+        match doc {
+            Doc::Manifest { config, layers } => break (config, layers),
+            Doc::Index(entries) => {
+                depth += 1;
+                if depth > 4 {
+                    bail!("image indexes nested more than 4 deep");
+                }
+                let pick = media::select_platform(&entries, &opts.want)?.clone();
+                let bytes = small_blob(src, store, &pick, media::MAX_MANIFEST, "manifest")?;
+                let (d, mt) = media::parse_doc(&bytes, &pick.media_type, "manifest")?;
+                if pick.platform.is_some() {
+                    platform = pick.platform.clone();
+                }
+                manifest_desc = RawDescriptor {
+                    media_type: mt,
+                    ..pick
+                };
+                doc = d;
+            }
+        }
+    };
+    media::check_image_manifest(&config_desc, &layers)?;
+    let config_bytes = small_blob(src, store, &config_desc, media::MAX_CONFIG, "config")?;
+    let image_config: serde_json::Value =
+        serde_json::from_slice(&config_bytes).context("image config is not valid JSON")?;
+    if !image_config.is_object() {
+        bail!("image config is not a JSON object");
+    }
+    for l in &layers {
+        if media::layer_kind(&l.media_type).is_some_and(|k| k.non_distributable)
+            && !store.has(&l.digest()?)
+        {
+            common::cli::debug(format!(
+                "layer {} is non-distributable; trying the source anyway",
+                l.digest
+            ));
+        }
+    }
+    store
+        .fetch_all(&layers, src, opts.progress, opts.jobs)
+        .map_err(|e| explain_foreign(e, &layers, store))?;
+
+    let manifest_digest = manifest_desc.digest.clone();
+    let record = ImageRecord {
+        schema_version: SCHEMA_VERSION,
+        kind: "image".into(),
+        reference: opts.reference.to_string(),
+        transport: opts.transport.to_string(),
+        digest: manifest_digest.clone(),
+        layout: store.layout(),
+        manifest: Descriptor {
+            media_type: manifest_desc.media_type.clone(),
+            digest: manifest_digest,
+            size: manifest_desc.size,
+            annotations: None,
+        },
+        config: config_desc.to_record(),
+        layers: layers.iter().map(RawDescriptor::to_record).collect(),
+        platform: media::record_platform(platform.as_ref(), &image_config),
+        image_config,
+    };
+    Ok(Fetched {
+        record,
+        top_digest,
+        top_media_type: top_mt,
+    })
+}
+
+/// A missing non-distributable layer gets a message that says why it is missing.
+fn explain_foreign(e: anyhow::Error, layers: &[RawDescriptor], store: &Store) -> anyhow::Error {
+    for l in layers {
+        let foreign = media::layer_kind(&l.media_type).is_some_and(|k| k.non_distributable);
+        if foreign && l.digest().map(|d| !store.has(&d)).unwrap_or(false) {
+            let urls = l.urls.clone().unwrap_or_default();
+            return e.context(format!(
+                "layer {} is non-distributable ({}){}: its owner does not allow it to be copied with the image, and oci-fetch does not download from foreign URLs",
+                l.digest,
+                l.media_type,
+                if urls.is_empty() {
+                    String::new()
+                } else {
+                    format!(", urls: {}", urls.join(" "))
+                }
+            ));
+        }
+    }
+    e
+}

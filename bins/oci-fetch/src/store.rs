@@ -1,0 +1,419 @@
+//! Putting verified blobs into the cache layout.
+//!
+//! Every blob is streamed into `CACHE/tmp/blob-<hex>.partial` while it is hashed, and renamed to
+//! `layout/blobs/sha256/<hex>` only when its size and digest match. The per-blob lock
+//! (`locks/blob-<hex>.lock`) makes concurrent fetchers of one image download each blob once: the
+//! second waits, re-checks, and finds the blob present. A blob present in the layout was verified
+//! on the way in, so the warm path only `stat`s layers and never re-hashes them.
+//!
+//! The partial file has a fixed name because only the lock holder touches it; after a crash or
+//! a kill it is the starting point of an HTTP Range resume (its bytes are re-hashed first).
+
+use crate::media::RawDescriptor;
+use crate::progress::Progress;
+use anyhow::{Context, Result, bail};
+use common::cache::Cache;
+use common::digest::Digest;
+use sha2::{Digest as _, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Where blobs come from.
+pub trait BlobSource: Sync {
+    /// Open the blob at byte `offset` if the source can, else at 0. Returns the reader and the
+    /// offset it really starts at.
+    fn open(&self, desc: &RawDescriptor, offset: u64) -> Result<(Box<dyn Read + Send + '_>, u64)>;
+
+    /// Whether a failure while reading is worth a retry (network sources).
+    fn retryable(&self) -> bool {
+        false
+    }
+}
+
+/// An error worth retrying (5xx, connection reset, timeout, short read from the network).
+#[derive(Debug)]
+pub struct Transient(pub String);
+
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Transient {}
+
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<Transient>().is_some())
+}
+
+/// Bounded retries with exponential backoff: 0.5, 1, 2, 4 s.
+pub const RETRIES: u32 = 4;
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500 << attempt.min(6))
+}
+
+const BUF: usize = 256 << 10;
+
+pub struct Store {
+    cache: Cache,
+}
+
+impl Store {
+    pub fn new(cache: Cache) -> Store {
+        Store { cache }
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    pub fn layout(&self) -> PathBuf {
+        self.cache.layout()
+    }
+
+    pub fn path(&self, d: &Digest) -> PathBuf {
+        self.cache.blob_path(d)
+    }
+
+    pub fn has(&self, d: &Digest) -> bool {
+        self.path(d).is_file()
+    }
+
+    /// Read a small cached blob (manifest, config), re-checking its digest: it costs nothing at
+    /// this size and catches a damaged cache before it is trusted.
+    pub fn read_small(&self, d: &Digest, limit: u64) -> Result<Option<Vec<u8>>> {
+        let p = self.path(d);
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", p.display())),
+        };
+        let bytes = read_limited(f, limit, &format!("cached blob {d}"))?;
+        if Digest::of_bytes(&bytes) != *d {
+            bail!(
+                "cached blob {} is damaged (digest mismatch); remove it and fetch again",
+                p.display()
+            );
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Store bytes already verified against `d` in memory.
+    pub fn put_bytes(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
+        if self.has(d) {
+            return Ok(());
+        }
+        common::fsutil::atomic_write(&self.path(d), bytes, 0o644)
+            .with_context(|| format!("cannot store blob {d}"))
+    }
+
+    /// Make sure the blob `desc` is in the layout, copying it from `src` if needed. Returns true
+    /// when it was copied by this call.
+    pub fn fetch_blob(
+        &self,
+        desc: &RawDescriptor,
+        src: &dyn BlobSource,
+        progress: &Progress,
+    ) -> Result<bool> {
+        let d = desc.digest()?;
+        let target = self.path(&d);
+        if target.is_file() {
+            return Ok(false);
+        }
+        let _lock = self.cache.lock(&format!("blob-{}", d.hex()))?;
+        if target.is_file() {
+            // Another process fetched it while we waited.
+            return Ok(false);
+        }
+        let partial = self
+            .cache
+            .tmp_dir()
+            .join(format!("blob-{}.partial", d.hex()));
+        let bar = progress.start(&d.hex()[..12], desc.size);
+        let mut attempt = 0;
+        loop {
+            match self.copy_once(desc, &d, src, &partial, progress, bar) {
+                Ok(()) => break,
+                Err(e) if src.retryable() && is_transient(&e) && attempt < RETRIES => {
+                    common::cli::debug(format!("retrying blob {d}: {e:#}"));
+                    std::thread::sleep(backoff(attempt));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    // Keep a network partial for a later resume unless its content is known bad.
+                    if !(src.retryable() && is_transient(&e)) {
+                        let _ = fs::remove_file(&partial);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        fs::rename(&partial, &target)
+            .with_context(|| format!("cannot rename blob into {}", target.display()))?;
+        progress.finish(bar);
+        Ok(true)
+    }
+
+    fn copy_once(
+        &self,
+        desc: &RawDescriptor,
+        d: &Digest,
+        src: &dyn BlobSource,
+        partial: &Path,
+        progress: &Progress,
+        bar: usize,
+    ) -> Result<()> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        let have = f.metadata()?.len();
+        let mut hasher = Sha256::new();
+        let mut offset = 0;
+        if have > 0 && have < desc.size && src.retryable() {
+            // Resume: re-hash what is there, then ask for the rest.
+            let mut buf = vec![0u8; BUF];
+            let mut left = have;
+            while left > 0 {
+                let n = f.read(&mut buf[..BUF.min(left as usize)])?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                left -= n as u64;
+            }
+            offset = have - left;
+        }
+        let (mut reader, start) = src.open(desc, offset)?;
+        if start != offset {
+            hasher = Sha256::new();
+            offset = 0;
+        }
+        f.set_len(offset)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut total = offset;
+        let mut buf = vec![0u8; BUF];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    f.set_len(total).ok();
+                    return Err(anyhow::Error::new(Transient(format!(
+                        "reading blob {d} failed after {total} bytes: {e}"
+                    ))));
+                }
+            };
+            if total + n as u64 > desc.size {
+                bail!(
+                    "blob {d} is longer than the {} bytes its descriptor declares",
+                    desc.size
+                );
+            }
+            hasher.update(&buf[..n]);
+            f.write_all(&buf[..n])
+                .with_context(|| format!("cannot write {}", partial.display()))?;
+            total += n as u64;
+            progress.set(bar, total);
+        }
+        if total < desc.size {
+            let msg = format!("blob {d} is truncated: got {total} of {} bytes", desc.size);
+            if src.retryable() {
+                return Err(anyhow::Error::new(Transient(msg)));
+            }
+            bail!(msg);
+        }
+        let got = Digest::parse(&format!("sha256:{}", hex::encode(hasher.finalize())))?;
+        if got != *d {
+            bail!("digest mismatch for blob {d}: content hashes to {got}");
+        }
+        f.sync_data()
+            .with_context(|| format!("cannot sync {}", partial.display()))?;
+        f.set_permissions(fs::Permissions::from_mode(0o644))?;
+        Ok(())
+    }
+
+    /// Fetch many blobs, `jobs` at a time. The first error stops new work and is returned.
+    pub fn fetch_all(
+        &self,
+        descs: &[RawDescriptor],
+        src: &dyn BlobSource,
+        progress: &Progress,
+        jobs: usize,
+    ) -> Result<()> {
+        let missing: Vec<&RawDescriptor> = descs
+            .iter()
+            .filter(|d| d.digest().map(|g| !self.has(&g)).unwrap_or(true))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let first_err: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+        let workers = jobs.clamp(1, missing.len());
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(desc) = missing.get(i) else { break };
+                        if let Err(e) = self.fetch_blob(desc, src, progress) {
+                            stop.store(true, Ordering::Relaxed);
+                            first_err.lock().unwrap().get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        });
+        match first_err.into_inner().unwrap() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Read at most `limit` bytes; more is an error (oversize manifest or config).
+pub fn read_limited(r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    r.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {what}"))?;
+    if bytes.len() as u64 > limit {
+        bail!("{what} is larger than the {limit} byte limit");
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    struct Mem {
+        data: Vec<u8>,
+        opens: AtomicU32,
+        resumable: bool,
+    }
+
+    impl BlobSource for Mem {
+        fn open(
+            &self,
+            _d: &RawDescriptor,
+            offset: u64,
+        ) -> Result<(Box<dyn Read + Send + '_>, u64)> {
+            self.opens.fetch_add(1, Ordering::SeqCst);
+            let start = if self.resumable { offset } else { 0 };
+            Ok((Box::new(&self.data[start as usize..]), start))
+        }
+        fn retryable(&self) -> bool {
+            self.resumable
+        }
+    }
+
+    fn desc(data: &[u8]) -> RawDescriptor {
+        RawDescriptor {
+            media_type: crate::media::OCI_LAYER_TAR.into(),
+            digest: Digest::of_bytes(data).to_string(),
+            size: data.len() as u64,
+            annotations: None,
+            platform: None,
+            urls: None,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let t = tempfile::tempdir().unwrap();
+        let c = Cache::open(&t.path().join("c")).unwrap();
+        (t, Store::new(c))
+    }
+
+    #[test]
+    fn copies_verifies_and_skips_present() {
+        let (_t, s) = store();
+        let data = b"hello layer".to_vec();
+        let src = Mem {
+            data: data.clone(),
+            opens: AtomicU32::new(0),
+            resumable: false,
+        };
+        let p = Progress::new(true);
+        assert!(s.fetch_blob(&desc(&data), &src, &p).unwrap());
+        assert!(!s.fetch_blob(&desc(&data), &src, &p).unwrap());
+        assert_eq!(src.opens.load(Ordering::SeqCst), 1);
+        assert_eq!(fs::read(s.path(&Digest::of_bytes(&data))).unwrap(), data);
+        assert_eq!(fs::read_dir(s.cache().tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn mismatch_leaves_nothing() {
+        let (_t, s) = store();
+        let mut d = desc(b"expected");
+        d.size = 8;
+        let src = Mem {
+            data: b"tampered".to_vec(),
+            opens: AtomicU32::new(0),
+            resumable: false,
+        };
+        let e = s
+            .fetch_blob(&d, &src, &Progress::new(true))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("digest mismatch"), "{e}");
+        assert!(!s.has(&d.digest().unwrap()));
+        assert_eq!(fs::read_dir(s.cache().tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn truncated_and_overlong_are_refused() {
+        let (_t, s) = store();
+        let data = b"0123456789".to_vec();
+        let mut d = desc(&data);
+        d.size = 20;
+        let src = Mem {
+            data: data.clone(),
+            opens: AtomicU32::new(0),
+            resumable: false,
+        };
+        let e = s.fetch_blob(&d, &src, &Progress::new(true)).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        d.size = 5;
+        let e = s.fetch_blob(&d, &src, &Progress::new(true)).unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+        assert_eq!(fs::read_dir(s.cache().tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn resumes_from_partial() {
+        let (_t, s) = store();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let d = desc(&data);
+        let partial = s
+            .cache()
+            .tmp_dir()
+            .join(format!("blob-{}.partial", d.digest().unwrap().hex()));
+        fs::write(&partial, &data[..40_000]).unwrap();
+        let src = Mem {
+            data: data.clone(),
+            opens: AtomicU32::new(0),
+            resumable: true,
+        };
+        s.fetch_blob(&d, &src, &Progress::new(true)).unwrap();
+        assert_eq!(fs::read(s.path(&d.digest().unwrap())).unwrap(), data);
+        assert!(!partial.exists());
+    }
+
+    #[test]
+    fn oversize_small_reads_fail() {
+        assert!(read_limited(&b"12345"[..], 4, "x").is_err());
+        assert_eq!(read_limited(&b"1234"[..], 4, "x").unwrap(), b"1234");
+    }
+}
