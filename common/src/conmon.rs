@@ -42,6 +42,20 @@ pub fn bundle_of(sd: &Path) -> Result<PathBuf> {
     std::fs::read_link(&link).with_context(|| format!("cannot read {}", link.display()))
 }
 
+/// Remove conmon's FIFOs and socket from `bundle` (only FIFOs and sockets: a user's regular
+/// file that happens to be called `ctl` is left alone).
+pub fn remove_bundle_leftovers(bundle: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    for name in BUNDLE_LEFTOVERS {
+        let p = bundle.join(name);
+        if let Ok(m) = std::fs::symlink_metadata(&p)
+            && (m.file_type().is_fifo() || m.file_type().is_socket())
+        {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
 /// Read a pid file (decimal, optional trailing newline).
 pub fn read_pid(path: &Path) -> Result<i32> {
     let s =
