@@ -1,6 +1,7 @@
 //! oci-fetch: resolve an image reference, verify it, put its blobs in the cache layout, and
 //! print one image record.
 
+mod archive;
 mod image;
 mod layout;
 mod media;
@@ -146,7 +147,15 @@ fn run(reference: &str, opts: &Opts) -> Result<()> {
                 let src = layout::LayoutSource::new(dir, sel.clone())?;
                 image::fetch(&src, &store, &iopts)?
             }
-            ImageRef::OciArchive { .. } | ImageRef::DockerArchive { .. } | ImageRef::Docker(_) => {
+            ImageRef::OciArchive { file, sel } => {
+                let src = archive::OciArchive::new(file, sel.clone())?;
+                image::fetch(&src, &store, &iopts)?
+            }
+            ImageRef::DockerArchive { file, repo_tag } => {
+                let src = archive::DockerArchive::new(file, repo_tag.as_deref())?;
+                image::fetch(&src, &store, &iopts)?
+            }
+            ImageRef::Docker(_) => {
                 bail!(
                     "transport '{}:' is not implemented yet",
                     image_ref.transport()
