@@ -7,6 +7,7 @@ use std::time::Duration;
 /// Default time allowed from conmon's start to the runtime's report (SingularityCE uses 30 s).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 
+#[derive(Debug)]
 pub struct Options {
     pub id: String,
     pub bundle: PathBuf,
