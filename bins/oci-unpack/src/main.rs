@@ -1,15 +1,169 @@
-//! oci-unpack: not yet implemented beyond its command line.
+//! oci-unpack: apply an image's layers into a root filesystem (cached, or into a bundle) and
+//! print the rootfs record.
 
+use anyhow::{Context, Result, bail};
 use common::cli::Tool;
+use common::digest::Digest;
+use common::record::{ImageRecord, RootfsRecord, SCHEMA_VERSION, print_record, read_record};
+use oci_unpack::cache;
+use oci_unpack::ownership::{self, Ownership};
+use oci_unpack::unpack::{DEFAULT_MAX_SIZE, TempTree, unpack_into};
+use std::path::{Path, PathBuf};
 
 const TOOL: Tool = Tool {
     name: "oci-unpack",
-    help: "Usage: oci-unpack [OPTIONS]\n\nSee oci-unpack(1).\n",
+    help: "Usage: oci-unpack [--input FILE|-] [--bundle DIR] [OPTIONS]
+
+Read an image record (from oci-fetch) on stdin or from --input, apply the image's layers into a
+root filesystem, and print one rootfs record on stdout.
+
+By default the tree is built once in the cache
+(${SINGULARITY_CACHEDIR:-$HOME/.singularity}/cache/oci-launcher/rootfs/) and reused read-only
+afterwards; a warm run extracts nothing.
+
+Options:
+  --input FILE|-        read the image record from FILE (default: stdin)
+  --bundle DIR          unpack into DIR/rootfs instead of the cache (writable, not shared)
+  --ownership MODE      auto (default), keep or flatten: how file owners are applied
+  --max-size SIZE       refuse layers expanding beyond SIZE bytes in total (suffix K, M, G, T;
+                        0 = no limit; default 64G)
+  -h, --help            show this help
+  --version             show the version
+
+See oci-unpack(1).
+",
 };
 
 fn main() {
-    TOOL.main(|args| {
-        args.positionals()?;
-        anyhow::bail!("not implemented yet")
+    TOOL.main(|mut args| {
+        let input: Option<PathBuf> = args.opts.opt_value_from_str("--input")?;
+        let bundle: Option<PathBuf> = args.opts.opt_value_from_str("--bundle")?;
+        let own: Option<String> = args.opts.opt_value_from_str("--ownership")?;
+        let max: Option<String> = args.opts.opt_value_from_str("--max-size")?;
+        let (pos, cmd) = args.positionals()?;
+        if !pos.is_empty() || !cmd.is_empty() {
+            bail!(
+                "unexpected argument '{}' (see --help)",
+                pos.first().or(cmd.first()).unwrap()
+            );
+        }
+        let max_bytes = match max {
+            Some(s) => parse_size(&s)?,
+            None => DEFAULT_MAX_SIZE,
+        };
+        let record: ImageRecord = read_record(input.as_deref())?;
+        let ownership = ownership::choose(own.as_deref())?;
+        let out = match bundle {
+            Some(b) => unpack_bundle(record, &b, ownership, max_bytes)?,
+            None => unpack_cached(record, ownership, max_bytes)?,
+        };
+        print_record(&out)?;
+        Ok(0)
     })
+}
+
+fn rootfs_record(
+    image: ImageRecord,
+    rootfs: PathBuf,
+    ro: bool,
+    cached: bool,
+    o: Ownership,
+) -> RootfsRecord {
+    RootfsRecord {
+        schema_version: SCHEMA_VERSION,
+        kind: "rootfs".into(),
+        rootfs,
+        read_only: ro,
+        cached,
+        ownership: o.as_str().into(),
+        image,
+    }
+}
+
+fn unpack_cached(
+    record: ImageRecord,
+    ownership: Ownership,
+    max_bytes: u64,
+) -> Result<RootfsRecord> {
+    let manifest = Digest::parse(&record.digest).context("bad manifest digest in image record")?;
+    let key = cache::key(&manifest, ownership);
+    // Warm path: one stat, no cache set-up, no lock.
+    let root = common::cache::default_root()?;
+    if let Some(p) = cache::lookup(&root, &key) {
+        return Ok(rootfs_record(record, p, true, true, ownership));
+    }
+    let c = common::cache::Cache::open(&root)?;
+    let (path, cached) = cache::get_or_build(&c, &key, |dir| {
+        unpack_into(&record, dir, ownership, max_bytes).map(|_| ())
+    })?;
+    Ok(rootfs_record(record, path, true, cached, ownership))
+}
+
+fn unpack_bundle(
+    record: ImageRecord,
+    bundle: &Path,
+    ownership: Ownership,
+    max_bytes: u64,
+) -> Result<RootfsRecord> {
+    let bundle = common::fsutil::absolute(bundle)?;
+    std::fs::create_dir_all(&bundle)
+        .with_context(|| format!("cannot create bundle directory {}", bundle.display()))?;
+    let target = bundle.join("rootfs");
+    if let Ok(mut rd) = std::fs::read_dir(&target)
+        && rd.next().is_some()
+    {
+        bail!("{} already exists and is not empty", target.display());
+    }
+    if target.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+        bail!("{} already exists and is not a directory", target.display());
+    }
+    let tmp = TempTree::create(bundle.join(format!(
+        ".rootfs.tmp-{}-{}",
+        std::process::id(),
+        common::fsutil::unique_suffix()
+    )))?;
+    unpack_into(&record, tmp.path(), ownership, max_bytes)?;
+    // rename(2) replaces an empty directory (a mount point made earlier) atomically.
+    std::fs::rename(tmp.path(), &target)
+        .with_context(|| format!("cannot rename the new tree to {}", target.display()))?;
+    tmp.disarm();
+    Ok(rootfs_record(record, target, false, false, ownership))
+}
+
+/// `123`, `10K`, `5M`, `64G`, `1T` (binary multiples).
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => bail!("--max-size '{s}': unknown suffix (use K, M, G or T)"),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("--max-size '{s}' is not a size"))?;
+    n.checked_mul(mul)
+        .with_context(|| format!("--max-size '{s}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("10K").unwrap(), 10240);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("5Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
 }

@@ -1,0 +1,107 @@
+//! The rootfs cache: `CACHE/rootfs/<manifest-hex>-<ownership>/rootfs`.
+//!
+//! An entry is built in `CACHE/rootfs/.tmp-<key>-<pid>-<unique>/rootfs` and the `.tmp-…`
+//! directory is renamed to `<key>` in one step, so a reader sees a complete tree or none. The
+//! build runs under `Cache::lock("rootfs-<key>")` and re-checks for the entry after taking it,
+//! so concurrent unpacks of one image build it once and the rest reuse it. Because the lock is
+//! held for the whole build, any `.tmp-<key>-…` directory seen under the lock is a leftover of
+//! a crashed run and is removed.
+
+use crate::ownership::Ownership;
+use crate::unpack::TempTree;
+use anyhow::{Context, Result};
+use common::cache::Cache;
+use common::digest::Digest;
+use std::path::{Path, PathBuf};
+
+/// Cache key of an image's tree: manifest digest hex plus ownership mode.
+pub fn key(manifest: &Digest, ownership: Ownership) -> String {
+    format!("{}-{}", manifest.hex(), ownership.as_str())
+}
+
+/// `CACHE/rootfs/<key>/rootfs` under a cache root.
+pub fn entry_rootfs(cache_root: &Path, key: &str) -> PathBuf {
+    cache_root.join("rootfs").join(key).join("rootfs")
+}
+
+/// The cached tree if present: one stat, nothing created (the warm path).
+pub fn lookup(cache_root: &Path, key: &str) -> Option<PathBuf> {
+    let p = entry_rootfs(cache_root, key);
+    p.is_dir().then_some(p)
+}
+
+/// Return the cached tree for `key`, building it with `build(root)` if it is missing.
+/// The bool is true when the tree was already there.
+pub fn get_or_build(
+    cache: &Cache,
+    key: &str,
+    build: impl FnOnce(&Path) -> Result<()>,
+) -> Result<(PathBuf, bool)> {
+    let _lock = cache.lock(&format!("rootfs-{key}"))?;
+    if let Some(p) = lookup(cache.root(), key) {
+        return Ok((p, true));
+    }
+    let dir = cache.rootfs_dir();
+    remove_leftovers(&dir, key);
+    let final_dir = dir.join(key);
+    if final_dir.exists() {
+        // An entry without its rootfs is not one we made whole: replace it.
+        crate::apply::remove::remove_tree(&final_dir)
+            .with_context(|| format!("cannot remove broken cache entry {}", final_dir.display()))?;
+    }
+    let tmp = TempTree::create(dir.join(format!(
+        ".tmp-{key}-{}-{}",
+        std::process::id(),
+        common::fsutil::unique_suffix()
+    )))?;
+    let root = tmp.path().join("rootfs");
+    std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    build(&root)?;
+    std::fs::rename(tmp.path(), &final_dir)
+        .with_context(|| format!("cannot rename the new tree to {}", final_dir.display()))?;
+    tmp.disarm();
+    Ok((final_dir.join("rootfs"), false))
+}
+
+fn remove_leftovers(dir: &Path, key: &str) {
+    let prefix = format!(".tmp-{key}-");
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            common::cli::debug(format!("removing leftover {}", e.path().display()));
+            let _ = crate::apply::remove::remove_tree(&e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_once_and_cleans_failures() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&d.path().join("c")).unwrap();
+        let k = "abc-keep";
+        let e = get_or_build(&cache, k, |root| {
+            std::fs::write(root.join("half"), b"x").unwrap();
+            anyhow::bail!("boom")
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "boom");
+        assert_eq!(std::fs::read_dir(cache.rootfs_dir()).unwrap().count(), 0);
+        let (p, cached) = get_or_build(&cache, k, |root| {
+            std::fs::write(root.join("f"), b"x").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert!(!cached);
+        assert!(p.join("f").is_file());
+        let (p2, cached) = get_or_build(&cache, k, |_| panic!("rebuilt")).unwrap();
+        assert!(cached);
+        assert_eq!(p, p2);
+        assert_eq!(lookup(cache.root(), k), Some(p));
+    }
+}

@@ -1,0 +1,118 @@
+//! How file owners from the layers are applied: `keep` or `flatten`.
+//!
+//! * `keep`: every entry gets the uid/gid the layer names. Needs uid 0 with more than one ID
+//!   mapped: real root, or root of the starter's outer user namespace with the subordinate
+//!   ranges mapped (owners then land on the host as the mapped subordinate IDs).
+//! * `flatten`: everything is owned by the caller; the owner the layer named, when not `0:0`, is
+//!   recorded in the `user.rootlesscontainers` xattr in the protobuf form umoci and the
+//!   rootlesscontainers.io convention use, so a later tool can restore it.
+
+use anyhow::{Result, bail};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    Keep,
+    Flatten,
+}
+
+impl Ownership {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ownership::Keep => "keep",
+            Ownership::Flatten => "flatten",
+        }
+    }
+}
+
+/// Name of the xattr that carries the original owner in a flattened tree.
+pub const ROOTLESS_XATTR: &str = "user.rootlesscontainers";
+
+/// Parse `--ownership auto|keep|flatten`; `auto` (or none) detects.
+pub fn choose(opt: Option<&str>) -> Result<Ownership> {
+    let detected = detect();
+    match opt.unwrap_or("auto") {
+        "auto" => Ok(detected),
+        "flatten" => Ok(Ownership::Flatten),
+        "keep" => {
+            if detected != Ownership::Keep {
+                bail!(
+                    "--ownership keep needs root, or uid 0 in a user namespace with subordinate IDs mapped (run under oci-userns-starter); this process can only flatten owners"
+                );
+            }
+            Ok(Ownership::Keep)
+        }
+        other => bail!("--ownership must be auto, keep or flatten, not '{other}'"),
+    }
+}
+
+/// `keep` when we are uid 0 and both ID maps cover more than one ID, else `flatten`.
+pub fn detect() -> Ownership {
+    if !rustix::process::geteuid().is_root() {
+        return Ownership::Flatten;
+    }
+    let mapped = |file: &str| {
+        std::fs::read_to_string(file)
+            .map(|s| mapped_ids(&s))
+            .unwrap_or(0)
+    };
+    if mapped("/proc/self/uid_map") > 1 && mapped("/proc/self/gid_map") > 1 {
+        Ownership::Keep
+    } else {
+        Ownership::Flatten
+    }
+}
+
+/// Total IDs mapped by a `/proc/PID/uid_map` text.
+pub fn mapped_ids(map: &str) -> u64 {
+    map.lines()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The `user.rootlesscontainers` payload for an owner: protobuf `Resource { uint32 uid = 1;
+/// uint32 gid = 2; }`. `None` for `0:0`, which umoci represents by the xattr's absence.
+pub fn rootless_payload(uid: u32, gid: u32) -> Option<Vec<u8>> {
+    if uid == 0 && gid == 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(12);
+    for (tag, v) in [(0x08u8, uid), (0x10u8, gid)] {
+        // proto3 leaves fields at their default (0) out.
+        if v != 0 {
+            out.push(tag);
+            varint(&mut out, v);
+        }
+    }
+    Some(out)
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_mapped_ids() {
+        assert_eq!(mapped_ids("         0          0 4294967295\n"), 4294967295);
+        assert_eq!(mapped_ids("0 1001 1\n"), 1);
+        assert_eq!(mapped_ids("0 1001 1\n1 100000 65536\n"), 65537);
+    }
+
+    #[test]
+    fn payload_is_protobuf() {
+        assert_eq!(rootless_payload(0, 0), None);
+        assert_eq!(rootless_payload(1000, 0).unwrap(), vec![0x08, 0xe8, 0x07]);
+        assert_eq!(rootless_payload(0, 5).unwrap(), vec![0x10, 0x05]);
+        assert_eq!(
+            rootless_payload(65534, 65534).unwrap(),
+            vec![0x08, 0xfe, 0xff, 0x03, 0x10, 0xfe, 0xff, 0x03]
+        );
+    }
+}
