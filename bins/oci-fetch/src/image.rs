@@ -34,6 +34,8 @@ pub struct Options<'a> {
     pub reference: &'a str,
     pub transport: &'a str,
     pub want: Wanted,
+    /// Whether the user chose the platform (a mismatch is then an error, not a warning).
+    pub want_explicit: bool,
     pub jobs: usize,
     pub progress: &'a Progress,
 }
@@ -137,6 +139,9 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
     if !image_config.is_object() {
         bail!("image config is not a JSON object");
     }
+    if depth == 0 {
+        check_single_platform(&image_config, opts)?;
+    }
     for l in &layers {
         if media::layer_kind(&l.media_type).is_some_and(|k| k.non_distributable)
             && !store.has(&l.digest()?)
@@ -175,6 +180,35 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
         top_digest,
         top_media_type: top_mt,
     })
+}
+
+/// An image without an index has one platform, named in its config: say so when it is not the
+/// one wanted (an error when the user asked for a platform, a warning for the host default).
+fn check_single_platform(config: &serde_json::Value, opts: &Options) -> Result<()> {
+    let p = media::record_platform(None, config);
+    if p.os.is_empty() || p.architecture.is_empty() {
+        return Ok(());
+    }
+    let raw = RawPlatform {
+        os: p.os.clone(),
+        architecture: p.architecture.clone(),
+        variant: p.variant.clone(),
+    };
+    if opts.want.matches(&raw) {
+        return Ok(());
+    }
+    let msg = format!(
+        "image is for {}/{}{}, not {}",
+        p.os,
+        p.architecture,
+        p.variant.map(|v| format!("/{v}")).unwrap_or_default(),
+        opts.want
+    );
+    if opts.want_explicit {
+        bail!(msg);
+    }
+    common::cli::warn(msg);
+    Ok(())
 }
 
 /// A missing non-distributable layer gets a message that says why it is missing.

@@ -7,6 +7,7 @@ mod layout;
 mod media;
 mod progress;
 mod reference;
+mod registry;
 mod store;
 
 use anyhow::{Context, Result, bail};
@@ -50,6 +51,7 @@ See oci-fetch(1).
 
 pub struct Opts {
     pub want: media::Wanted,
+    pub want_explicit: bool,
     pub offline: bool,
     pub disable_cache: bool,
     pub authfile: Option<PathBuf>,
@@ -72,6 +74,7 @@ fn parse_bool(s: &str) -> Result<bool> {
 fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
     let platform: Option<String> = args.opt_value_from_str("--platform")?;
     let arch: Option<String> = args.opt_value_from_str("--arch")?;
+    let want_explicit = platform.is_some() || arch.is_some();
     let want = match (platform, arch) {
         (Some(_), Some(_)) => bail!("give --platform or --arch, not both"),
         (Some(p), None) => media::Wanted::parse(&p)?,
@@ -88,6 +91,7 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
     }
     Ok(Opts {
         want,
+        want_explicit,
         offline: args.contains("--offline"),
         disable_cache: args.contains("--disable-cache"),
         authfile: args.opt_value_from_os_str("--authfile", |s| {
@@ -139,6 +143,7 @@ fn run(reference: &str, opts: &Opts) -> Result<()> {
             reference,
             transport: image_ref.transport(),
             want: opts.want.clone(),
+            want_explicit: opts.want_explicit,
             jobs: opts.jobs,
             progress: &progress,
         };
@@ -155,11 +160,23 @@ fn run(reference: &str, opts: &Opts) -> Result<()> {
                 let src = archive::DockerArchive::new(file, repo_tag.as_deref())?;
                 image::fetch(&src, &store, &iopts)?
             }
-            ImageRef::Docker(_) => {
-                bail!(
-                    "transport '{}:' is not implemented yet",
-                    image_ref.transport()
-                )
+            ImageRef::Docker(r) => {
+                let settings = registry::Settings {
+                    creds: opts
+                        .creds
+                        .as_deref()
+                        .map(registry::auth::Creds::parse)
+                        .transpose()?,
+                    authfile: opts.authfile.clone(),
+                    cert_dir: opts.cert_dir.clone(),
+                    tls_verify: opts.tls_verify,
+                    plain_http: opts.no_https,
+                    offline: opts.offline,
+                };
+                let src = registry::Registry::new(r.clone(), settings)?;
+                let f = image::fetch(&src, &store, &iopts)?;
+                registry::save_ref(&store, r, &f.top_digest, &f.top_media_type)?;
+                f
             }
         };
         common::record::print_record(&fetched.record)

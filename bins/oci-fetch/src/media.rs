@@ -244,7 +244,7 @@ impl Wanted {
         })
     }
 
-    fn matches(&self, p: &RawPlatform) -> bool {
+    pub fn matches(&self, p: &RawPlatform) -> bool {
         if p.os != self.os || go_arch(&p.architecture) != self.arch {
             return false;
         }
