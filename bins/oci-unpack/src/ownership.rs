@@ -69,19 +69,22 @@ pub fn mapped_ids(map: &str) -> u64 {
         .sum()
 }
 
+/// "Leave this ID as the file's real owner" in the rootlesscontainers protobuf. A flattened
+/// file really belongs to the caller, who is uid/gid 0 in the container, so 0 is written as
+/// this (proto3 could not tell a literal 0 from an absent field anyway).
+const NOOP_ID: u32 = u32::MAX;
+
 /// The `user.rootlesscontainers` payload for an owner: protobuf `Resource { uint32 uid = 1;
-/// uint32 gid = 2; }`. `None` for `0:0`, which umoci represents by the xattr's absence.
+/// uint32 gid = 2; }`, byte-for-byte what umoci writes. `None` for `0:0`, which is represented
+/// by the xattr's absence.
 pub fn rootless_payload(uid: u32, gid: u32) -> Option<Vec<u8>> {
     if uid == 0 && gid == 0 {
         return None;
     }
     let mut out = Vec::with_capacity(12);
     for (tag, v) in [(0x08u8, uid), (0x10u8, gid)] {
-        // proto3 leaves fields at their default (0) out.
-        if v != 0 {
-            out.push(tag);
-            varint(&mut out, v);
-        }
+        out.push(tag);
+        varint(&mut out, if v == 0 { NOOP_ID } else { v });
     }
     Some(out)
 }
@@ -108,8 +111,14 @@ mod tests {
     #[test]
     fn payload_is_protobuf() {
         assert_eq!(rootless_payload(0, 0), None);
-        assert_eq!(rootless_payload(1000, 0).unwrap(), vec![0x08, 0xe8, 0x07]);
-        assert_eq!(rootless_payload(0, 5).unwrap(), vec![0x10, 0x05]);
+        assert_eq!(
+            rootless_payload(1000, 0).unwrap(),
+            vec![0x08, 0xe8, 0x07, 0x10, 0xff, 0xff, 0xff, 0xff, 0x0f]
+        );
+        assert_eq!(
+            rootless_payload(0, 42).unwrap(),
+            vec![0x08, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x10, 42]
+        );
         assert_eq!(
             rootless_payload(65534, 65534).unwrap(),
             vec![0x08, 0xfe, 0xff, 0x03, 0x10, 0xfe, 0xff, 0x03]

@@ -146,6 +146,18 @@ impl MetaWriter {
     }
 
     fn xattrs_fd(&self, fd: BorrowedFd<'_>, m: &EntryMeta, skipped: &mut Skipped) -> Result<()> {
+        self.xattrs_fd_opt(fd, m, true, skipped)
+    }
+
+    /// `rootless`: whether to record the flattened owner (the kernel allows `user.*` xattrs on
+    /// regular files and directories only).
+    fn xattrs_fd_opt(
+        &self,
+        fd: BorrowedFd<'_>,
+        m: &EntryMeta,
+        rootless: bool,
+        skipped: &mut Skipped,
+    ) -> Result<()> {
         for (k, v) in &m.xattrs {
             if self.ownership == Ownership::Flatten && k.as_slice() == ROOTLESS_XATTR.as_bytes() {
                 continue;
@@ -162,7 +174,8 @@ impl MetaWriter {
                 }
             }
         }
-        if self.ownership == Ownership::Flatten
+        if rootless
+            && self.ownership == Ownership::Flatten
             && let Some(p) = rootless_payload(m.uid, m.gid)
         {
             match rustix::fs::fsetxattr(fd, ROOTLESS_XATTR, &p, XattrFlags::empty()) {
@@ -197,9 +210,10 @@ impl MetaWriter {
             .map_err(|e| chown_error(e, u, g))
             .with_context(what)?;
         }
-        if !is_symlink && (!m.xattrs.is_empty() || self.ownership == Ownership::Flatten) {
-            // FIFOs and device nodes open without blocking or side effects with O_PATH... but
-            // fsetxattr refuses O_PATH fds, so open read-only and non-blocking instead.
+        if !is_symlink && !m.xattrs.is_empty() {
+            // fsetxattr refuses O_PATH fds, so open read-only and non-blocking (a FIFO then
+            // does not wait for a writer). user.rootlesscontainers is not recorded here: the
+            // kernel refuses user.* xattrs on anything but regular files and directories.
             let fd = rustix::fs::openat(
                 parent,
                 name,
@@ -207,7 +221,9 @@ impl MetaWriter {
                 Mode::empty(),
             );
             match fd {
-                Ok(fd) => self.xattrs_fd(fd.as_fd(), m, skipped).with_context(what)?,
+                Ok(fd) => self
+                    .xattrs_fd_opt(fd.as_fd(), m, false, skipped)
+                    .with_context(what)?,
                 Err(_) => skipped.xattrs += m.xattrs.len() as u64,
             }
         }

@@ -60,10 +60,13 @@ impl Applier {
     pub fn new(root: &Path, ownership: Ownership) -> Result<Applier> {
         // Permission bits come from the layers, not from the caller's umask.
         rustix::process::umask(Mode::empty());
+        // The root is 0755 unless a layer lists `./` with other metadata.
+        let mut dirs = DirMetas::default();
+        dirs.set_implicit(b"");
         Ok(Applier {
             tree: tree::Tree::open(root)?,
             writer: MetaWriter::new(ownership),
-            dirs: DirMetas::default(),
+            dirs,
             layer_paths: HashSet::new(),
             hasher: RandomState::new(),
             stats: Stats::default(),
