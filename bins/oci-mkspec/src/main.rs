@@ -1,15 +1,233 @@
-//! oci-mkspec: not yet implemented beyond its command line.
+//! oci-mkspec: build a runtime bundle (config.json, generated /etc files, rootfs mount point)
+//! from a rootfs record, with SingularityCE's `--oci` semantics.
 
-use common::cli::Tool;
+mod binds;
+mod bundle;
+mod caps;
+mod cgroups;
+mod env;
+mod etcfiles;
+mod host;
+mod image;
+mod mounts;
+mod options;
+mod process;
+mod rootfs;
+mod spec;
+
+use anyhow::{Context, Result, bail};
+use common::cli::{self, Tool};
+use common::record::{self, BundleRecord, RootfsRecord};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::PathBuf;
 
 const TOOL: Tool = Tool {
     name: "oci-mkspec",
-    help: "Usage: oci-mkspec [OPTIONS]\n\nSee oci-mkspec(1).\n",
+    help: concat!(
+        "Usage: oci-mkspec --bundle DIR [--input FILE|-] [--action exec|run|shell|test] [OPTIONS] [-- CMD [ARG...]]\n",
+        "\n",
+        "Read a rootfs record (stdin or --input), write DIR/config.json, DIR/etc/{passwd,group,resolv.conf}\n",
+        "and DIR/rootfs, and print one bundle record. Options use SingularityCE's names; each also reads\n",
+        "SINGULARITY_<NAME> from the environment. See oci-mkspec(1).\n",
+        "\n",
+        "Stage:      --bundle DIR  --input FILE  --action ACTION  --runtime NAME\n",
+        "Mounts:     -B/--bind SPEC  --mount SPEC  -H/--home [SRC:]DST  --no-home  -S/--scratch DIR\n",
+        "            -W/--workdir DIR  --no-mount LIST  --containlibs LIST  --tmpfs-size MIB\n",
+        "Env:        --env K=V  --env-file FILE  -e/--cleanenv\n",
+        "Process:    --pwd/--cwd DIR  --app NAME  -f/--fakeroot  --no-umask  --no-setgroups\n",
+        "Namespaces: --hostname NAME  --uts  --no-pid  -n/--net --network none  -u/--userns  --pid  --ipc\n",
+        "Privileges: --add-caps LIST  --drop-caps LIST  --keep-privs  --no-privs  --allow-setuid\n",
+        "Rootfs:     --writable-tmpfs  --no-compat  --dns IPS\n",
+        "Cgroups:    --apply-cgroups FILE  --cpus N  --cpu-shares N  --cpuset-cpus L  --cpuset-mems L\n",
+        "            --memory SZ  --memory-reservation SZ  --memory-swap SZ  --oom-kill-disable\n",
+        "            --pids-limit N  --blkio-weight N  --blkio-weight-device DEV:W\n",
+        "Ignored:    --tmp-sandbox --no-tmp-sandbox --disable-cache --no-nv --no-rocm --no-eval\n",
+        "Rejected:   --fusemount --nvccli --proot --network X (not none) --network-args --netns-path\n",
+        "            --security --config --shell --boot --no-init --contain --containall --passphrase\n",
+        "            --pem-path --sif-fuse --compat --overlay --writable --data --nv --rocm --device --cdi-dirs\n",
+        "\n",
+        "Value options: --bundle --input --action --runtime --bind -B --mount --home -H --scratch -S --workdir -W --no-mount --env --env-file --pwd --cwd --hostname --dns --network --add-caps --drop-caps --app --containlibs --tmpfs-size --apply-cgroups --cpus --cpu-shares --cpuset-cpus --cpuset-mems --memory --memory-reservation --memory-swap --pids-limit --blkio-weight --blkio-weight-device --fusemount --network-args --netns-path --security --config --shell -s --pem-path --proot --overlay -o --data --device --cdi-dirs\n",
+        "\n",
+        "Exit status: 0 success, 255 error (one FATAL line; nothing left in DIR).\n",
+    ),
 };
 
 fn main() {
-    TOOL.main(|args| {
-        args.positionals()?;
-        anyhow::bail!("not implemented yet")
-    })
+    TOOL.main(run)
+}
+
+fn host_env_lookup(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+fn run(args: cli::Args) -> Result<i32> {
+    let command = args.command.clone();
+    let (opts, positionals) = options::parse(args.opts, &host_env_lookup)?;
+    if let Some(p) = positionals.first() {
+        bail!("unexpected argument '{p}' (put the container command after --)");
+    }
+    let Some(bundle_arg) = &opts.bundle else {
+        bail!("--bundle DIR is required");
+    };
+    let record: RootfsRecord = record::read_record(opts.input.as_deref())?;
+    let action = opts.action.unwrap_or(if command.is_empty() {
+        options::Action::Run
+    } else {
+        options::Action::Exec
+    });
+    let bundle_dir = common::fsutil::absolute(bundle_arg)?;
+
+    let host = host::gather(!common::identity::is_host_root() && !opts.fakeroot)?;
+    let root = rootfs::RootDir::open(&record.rootfs)?;
+    let dir_exists = |p: &str| root.is_dir(p);
+    let facts = spec::RootfsFacts {
+        passwd: root.read_file("/etc/passwd")?,
+        group: root.read_file("/etc/group")?,
+        var_tmp_is_tmp: root.same("/var/tmp", "/tmp"),
+        dir_exists: &dir_exists,
+    };
+    let image = image::ImageFacts::from_config(&record.image.image_config);
+
+    // Env-files expand against the host environment plus SINGULARITY_IMAGE.
+    let image_ref = record.image.reference.clone();
+    let lookup = |k: &str| {
+        if k == "SINGULARITY_IMAGE" {
+            Some(image_ref.clone())
+        } else {
+            std::env::var(k).ok()
+        }
+    };
+    let mut env_files = Vec::new();
+    for f in &opts.env_files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read env-file {f}"))?;
+        env_files.push(env::eval_env_file(&text, f, &lookup)?);
+    }
+    let resources = cgroups::requested(&opts.cgroups, host.ncpus)?;
+    // The runtime matters only for --no-setgroups (crun only) and the single-ID map (crun only).
+    let single_id_default = !host.is_root && !opts.fakeroot && host.subid_sizes.is_none();
+    let runtime_is_crun = if opts.no_setgroups || single_id_default {
+        let rt = common::runtime::select(opts.runtime.as_deref())?;
+        Some(rt.kind == common::runtime::RuntimeKind::Crun)
+    } else {
+        None
+    };
+    let (user_binds, mount_binds) = spec::parse_binds(&opts, &host.cwd)?;
+    for b in user_binds.iter().chain(&mount_binds) {
+        mounts::check_bind(b)?;
+    }
+    for lib in &opts.containlibs {
+        if std::fs::metadata(lib).is_err() {
+            bail!("cannot stat --containlibs library {lib}");
+        }
+    }
+    if image.has_exposed_ports && !opts.net {
+        cli::info(
+            "Container specifies exposed ports, which are not isolated: the container uses the host network",
+        );
+    }
+
+    let built = spec::build(&spec::Inputs {
+        opts: &opts,
+        action,
+        command: &command,
+        image: &image,
+        image_ref: &record.image.reference,
+        bundle: &bundle_dir,
+        host: &host,
+        rootfs: &facts,
+        env_files: &env_files,
+        resources,
+        runtime_is_crun,
+    })?;
+    for w in &built.warnings {
+        cli::warn(w);
+    }
+
+    // Write the bundle; the writer removes everything it made if we return early.
+    let mut w = bundle::Writer::open(&bundle_dir)?;
+    let rootfs_lower = if record.read_only {
+        w.mkdir("rootfs", 0o755)?;
+        if std::fs::read_dir(bundle_dir.join("rootfs"))?
+            .next()
+            .is_some()
+        {
+            bail!(
+                "{}/rootfs is not empty: it must be an empty mount point for the overlay",
+                bundle_dir.display()
+            );
+        }
+        w.symlink("rootfs.lower", &record.rootfs)?;
+        Some(record.rootfs.clone())
+    } else {
+        let want = bundle_dir.join("rootfs");
+        let same = std::fs::canonicalize(&record.rootfs).ok() == std::fs::canonicalize(&want).ok();
+        if !same {
+            bail!(
+                "the rootfs record is a private unpack at {}, but a bundle needs it at {} (unpack with --bundle {})",
+                record.rootfs.display(),
+                want.display(),
+                bundle_dir.display()
+            );
+        }
+        None
+    };
+    let mut etc_paths = Vec::new();
+    if !built.etc_files.is_empty() {
+        w.mkdir("etc", 0o755)?;
+        for (name, bytes) in &built.etc_files {
+            etc_paths.push(w.write(&format!("etc/{name}"), bytes, 0o644)?);
+        }
+    }
+    let config_bytes = serde_json::to_vec_pretty(&built.config)?;
+    let config = w.write("config.json", &config_bytes, 0o644)?;
+    make_workdir_dirs(&built.workdir_dirs)?;
+
+    let rec = BundleRecord {
+        schema_version: record::SCHEMA_VERSION,
+        kind: "bundle".into(),
+        bundle: bundle_dir.clone(),
+        config,
+        rootfs_lower,
+        etc_files: etc_paths,
+        uid: built.uid,
+        gid: built.gid,
+        args: built.args,
+        inner_userns: built.inner_userns,
+        rootfs: record,
+    };
+    record::print_record(&rec)?;
+    w.commit();
+    Ok(0)
+}
+
+/// `--workdir` subdirectories on the host, world-writable with the sticky bit like /tmp.
+fn make_workdir_dirs(dirs: &[PathBuf]) -> Result<()> {
+    for d in dirs {
+        if d.is_dir() {
+            continue;
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o1777)
+            .create(d)
+            .with_context(|| format!("cannot create workdir directory {}", d.display()))?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o1777))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The front routes option values using the `Value options:` line of --help.
+    #[test]
+    fn help_lists_every_value_option() {
+        let line = super::TOOL
+            .help
+            .lines()
+            .find_map(|l| l.strip_prefix("Value options: "))
+            .unwrap();
+        let listed: Vec<&str> = line.split(' ').collect();
+        assert_eq!(listed, crate::options::VALUE_OPTIONS);
+    }
 }

@@ -1,0 +1,456 @@
+//! The pure spec builder: options + image + host facts + rootfs facts → config.json and the
+//! generated /etc files. Nothing here touches the filesystem, so golden tests cover it whole.
+
+use crate::binds::{self, Bind};
+use crate::caps;
+use crate::env::{self, EnvInputs};
+use crate::etcfiles;
+use crate::image::ImageFacts;
+use crate::mounts::{self, MountInputs};
+use crate::options::{Action, Options};
+use crate::process;
+use anyhow::{Result, bail};
+use common::identity::PasswdEntry;
+use common::subid::{IdMapEntry, reverse_map};
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+
+/// runtime-spec version written into config.json (what crun 1.8.1 and runc 1.1.5 accept).
+pub const OCI_VERSION: &str = "1.0.2";
+
+/// Facts about the host and the caller, gathered once by `host::gather`.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub uid: u32,
+    pub gid: u32,
+    pub is_root: bool,
+    /// Host passwd entry of the caller, if any.
+    pub user: Option<PasswdEntry>,
+    /// Host passwd entry of root (for `--fakeroot`'s generated passwd line).
+    pub root_user: Option<PasswdEntry>,
+    /// Host group name of the caller's gid, and of gid 0.
+    pub group_name: Option<String>,
+    pub root_group_name: Option<String>,
+    /// The caller's home (passwd, else $HOME).
+    pub home: String,
+    pub cwd: String,
+    pub umask: u32,
+    pub env: Vec<(String, String)>,
+    pub terminal: bool,
+    pub tty_gid: Option<u32>,
+    pub ncpus: usize,
+    /// cgroup v2 unified hierarchy at /sys/fs/cgroup.
+    pub cgroup_v2: bool,
+    /// Capabilities `--keep-privs` keeps (the effective set of the container's creator).
+    pub keep_caps: Vec<String>,
+    pub resolv_conf: Vec<u8>,
+    /// Subordinate uid/gid range sizes of the outer namespace; `None` for the single-ID map.
+    /// Only meaningful for the unprivileged default.
+    pub subid_sizes: Option<(u32, u32)>,
+    /// A unique name for the cgroup of this container.
+    pub unique: String,
+}
+
+/// Facts read (safely) from the image's root filesystem.
+pub struct RootfsFacts<'a> {
+    pub passwd: Option<String>,
+    pub group: Option<String>,
+    pub var_tmp_is_tmp: bool,
+    pub dir_exists: &'a dyn Fn(&str) -> bool,
+}
+
+pub struct Inputs<'a> {
+    pub opts: &'a Options,
+    pub action: Action,
+    pub command: &'a [String],
+    pub image: &'a ImageFacts,
+    pub image_ref: &'a str,
+    pub bundle: &'a Path,
+    pub host: &'a Host,
+    pub rootfs: &'a RootfsFacts<'a>,
+    /// Evaluated `--env-file`s.
+    pub env_files: &'a [Vec<(String, String)>],
+    /// Resources requested by the cgroup flags / TOML.
+    pub resources: Option<Value>,
+    /// Whether the chosen runtime is crun (only asked for `--no-setgroups`).
+    pub runtime_is_crun: Option<bool>,
+}
+
+/// What `build` produces.
+#[derive(Debug)]
+pub struct Built {
+    pub config: Value,
+    /// Files to write under `<bundle>/etc/`: (file name, contents).
+    pub etc_files: Vec<(String, Vec<u8>)>,
+    pub uid: u32,
+    pub gid: u32,
+    pub args: Vec<String>,
+    pub inner_userns: bool,
+    /// Host directories `--workdir` needs (created 1777 before the run).
+    pub workdir_dirs: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+fn map_json(v: &[IdMapEntry]) -> Value {
+    Value::Array(
+        v.iter()
+            .map(|e| json!({"containerID": e.container, "hostID": e.host, "size": e.size}))
+            .collect(),
+    )
+}
+
+fn absolute(p: &str, cwd: &str) -> String {
+    if p.starts_with('/') {
+        p.to_string()
+    } else {
+        format!("{}/{}", cwd.trim_end_matches('/'), p)
+    }
+}
+
+/// Collect `--bind` and `--mount` values into binds with absolute host sources.
+pub fn parse_binds(o: &Options, cwd: &str) -> Result<(Vec<Bind>, Vec<Bind>)> {
+    let mut user = Vec::new();
+    for b in &o.binds {
+        user.extend(binds::parse_bind(b)?);
+    }
+    let mut mounts = Vec::new();
+    for m in &o.mounts {
+        mounts.extend(binds::parse_mount(m)?);
+    }
+    for b in user.iter_mut().chain(mounts.iter_mut()) {
+        b.source = absolute(&b.source, cwd);
+    }
+    Ok((user, mounts))
+}
+
+pub fn build(i: &Inputs) -> Result<Built> {
+    let o = i.opts;
+    let h = i.host;
+    let mut warnings = Vec::new();
+    let mut warn = |s: String| warnings.push(s);
+
+    if !o.unsupported.is_empty() {
+        bail!(
+            "while configuring container: not supported by OCI launcher: {}",
+            o.unsupported.join(",")
+        );
+    }
+    if o.no_compat && o.compat {
+        bail!("Cannot use --no-compat with --compat");
+    }
+    if o.no_setgroups && i.runtime_is_crun == Some(false) {
+        bail!("the selected runtime does not support --no-setgroups (use crun)");
+    }
+    if o.keep_privs && o.no_privs {
+        bail!("--keep-privs and --no-privs cannot be used together");
+    }
+
+    // Identity.
+    let target = process::target(
+        o.fakeroot,
+        &i.image.user,
+        i.rootfs.passwd.as_deref(),
+        i.rootfs.group.as_deref(),
+        (h.uid, h.gid),
+    )?;
+    let inner_userns = !h.is_root && !o.fakeroot;
+
+    // Home.
+    let default_home = if o.fakeroot {
+        "/root".to_string()
+    } else {
+        h.home.clone()
+    };
+    let home = mounts::home_plan(o.home.as_deref(), &default_home)?;
+    if home.custom && !i.image.user.is_empty() {
+        bail!(
+            "a custom --home is not currently supported when running containers that declare a USER"
+        );
+    }
+    let home_mounted = !o.no_home && !o.no_mount.iter().any(|n| n == "home");
+    if let Some(src) = &home.source {
+        let src = absolute(src, &h.cwd);
+        if let Err(e) = std::fs::metadata(&src) {
+            bail!("cannot stat home source {src}: {e}");
+        }
+    }
+    let home = mounts::HomePlan {
+        source: home.source.as_deref().map(|s| absolute(s, &h.cwd)),
+        ..home
+    };
+
+    // Process.
+    let args = process::args(i.action, o.app.as_deref(), i.image, i.command, &mut warn)?;
+    let cwd = process::cwd(
+        o.cwd.as_deref(),
+        o.no_compat,
+        &h.cwd,
+        &i.image.working_dir,
+        &home.dest,
+        home_mounted,
+        i.rootfs.dir_exists,
+    )?;
+
+    // Environment.
+    let mut env_opts = Vec::new();
+    for e in &o.env {
+        env_opts.extend(env::parse_env_option(e)?);
+    }
+    let env = env::build(
+        &EnvInputs {
+            image_env: &i.image.env,
+            host_env: &h.env,
+            image_ref: i.image_ref,
+            env_files: i.env_files,
+            env_opts: &env_opts,
+            home: (!target.container_user).then_some(home.dest.as_str()),
+            user_home: target.user_home.as_deref(),
+            no_compat: o.no_compat,
+            cleanenv: o.cleanenv,
+        },
+        &mut warn,
+    );
+
+    // Capabilities.
+    let (add, unknown_add) = caps::parse_list(o.add_caps.as_deref());
+    let (drop, unknown_drop) = caps::parse_list(o.drop_caps.as_deref());
+    if !unknown_add.is_empty() {
+        warn(format!(
+            "Ignoring unknown --add-caps: {}",
+            unknown_add.join(",")
+        ));
+    }
+    if !unknown_drop.is_empty() {
+        warn(format!(
+            "Ignoring unknown --drop-caps: {}",
+            unknown_drop.join(",")
+        ));
+    }
+    let capabilities = caps::process_caps(&caps::CapInputs {
+        target_uid: target.uid,
+        no_privs: o.no_privs,
+        keep_privs: o.keep_privs,
+        current: &h.keep_caps,
+        add: &add,
+        drop: &drop,
+    });
+
+    let mut user = json!({"uid": target.uid, "gid": target.gid});
+    if o.no_compat && !o.no_umask {
+        user["umask"] = json!(h.umask);
+    }
+    let process = json!({
+        "terminal": h.terminal,
+        "user": user,
+        "args": args,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": capabilities,
+        "noNewPrivileges": o.no_privs,
+    });
+
+    // Generated /etc files (not for an image USER: its own passwd/group stay).
+    let mut etc_files: Vec<(String, Vec<u8>)> = Vec::new();
+    if !target.container_user {
+        let (entry, group_name) = if o.fakeroot {
+            (h.root_user.clone(), h.root_group_name.clone())
+        } else {
+            (h.user.clone(), h.group_name.clone())
+        };
+        match (&i.rootfs.passwd, &entry) {
+            (Some(p), Some(e)) => {
+                etc_files.push((
+                    "passwd".into(),
+                    etcfiles::passwd(p, e, &home.dest).into_bytes(),
+                ));
+            }
+            (None, _) => warn("the image has no /etc/passwd: not generating one".to_string()),
+            (Some(_), None) => warn(format!(
+                "uid {} has no passwd entry on the host: not generating /etc/passwd",
+                target.uid
+            )),
+        }
+        if let (Some(g), Some(gn)) = (&i.rootfs.group, &group_name) {
+            let uname = entry.as_ref().map(|e| e.name.as_str()).unwrap_or("");
+            etc_files.push((
+                "group".into(),
+                etcfiles::group(g, target.gid, gn, uname).into_bytes(),
+            ));
+        }
+    }
+    let dns = etcfiles::parse_dns(o.dns.as_deref().unwrap_or(""))?;
+    etc_files.push((
+        "resolv.conf".into(),
+        etcfiles::resolv_conf(&dns, &h.resolv_conf),
+    ));
+    let etc_mounts: Vec<(String, String)> = etc_files
+        .iter()
+        .map(|(n, _)| {
+            (
+                format!("/etc/{n}"),
+                i.bundle.join("etc").join(n).to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+
+    // Mounts.
+    let (user_binds, mount_binds) = parse_binds(o, &h.cwd)?;
+    let workdir = o
+        .workdir
+        .as_deref()
+        .map(|w| PathBuf::from(absolute(w, &h.cwd)));
+    let scratch: Vec<String> = o.scratch.clone();
+    for s in &scratch {
+        if !s.starts_with('/') {
+            bail!("scratch directory {s} must be an absolute path");
+        }
+    }
+    let mount_list = mounts::build(
+        &MountInputs {
+            host_root: h.is_root,
+            fakeroot: o.fakeroot,
+            host_uid: h.uid,
+            host_gid: h.gid,
+            no_pid: o.no_pid,
+            no_compat: o.no_compat,
+            allow_setuid: o.allow_setuid,
+            keep_privs: o.keep_privs,
+            cgroup_v2: h.cgroup_v2,
+            tty_gid: h.tty_gid,
+            tmpfs_mib: o.tmpfs_size_mib.unwrap_or(64),
+            no_mount: &o.no_mount,
+            home: home_mounted.then_some(&home),
+            scratch: &scratch,
+            workdir: workdir.as_deref(),
+            binds: &user_binds,
+            system_binds: &mount_binds,
+            host_cwd: &h.cwd,
+            containlibs: &o.containlibs,
+            var_tmp_is_tmp: i.rootfs.var_tmp_is_tmp,
+            etc_files: &etc_mounts,
+        },
+        &mut warn,
+    )?;
+    let mut workdir_dirs = Vec::new();
+    if let Some(w) = &workdir {
+        if !o.no_compat {
+            workdir_dirs.push(w.join("tmp"));
+            if !i.rootfs.var_tmp_is_tmp {
+                workdir_dirs.push(w.join("var_tmp"));
+            }
+        }
+        for s in &scratch {
+            workdir_dirs.push(w.join("scratch").join(s.trim_start_matches('/')));
+        }
+    }
+
+    // Namespaces, in Singularity's order.
+    let mut ns = vec![json!({"type": "ipc"}), json!({"type": "mount"})];
+    if o.net {
+        ns.push(json!({"type": "network"}));
+    }
+    if !o.no_pid {
+        ns.push(json!({"type": "pid"}));
+    }
+    let mut linux = Map::new();
+    if o.userns && h.is_root {
+        // Beyond Singularity (which adds a user namespace without maps, which runtimes reject):
+        // an identity map, so --userns as root runs in a user namespace that changes nothing else.
+        ns.push(json!({"type": "user"}));
+        let full = [IdMapEntry {
+            container: 0,
+            host: 0,
+            size: u32::MAX,
+        }];
+        linux.insert("uidMappings".into(), map_json(&full));
+        linux.insert("gidMappings".into(), map_json(&full));
+    }
+    let uts = o.uts || o.hostname.is_some();
+    if uts {
+        ns.push(json!({"type": "uts"}));
+    }
+    if inner_userns {
+        let (us, gs) = match h.subid_sizes {
+            Some((u, g)) => (Some(u), Some(g)),
+            None => (None, None),
+        };
+        for (what, id, size) in [("uid", target.uid, us), ("gid", target.gid, gs)] {
+            let host_id = if what == "uid" { h.uid } else { h.gid };
+            if id != host_id {
+                match size {
+                    None => bail!(
+                        "the container runs as {what} {id} (image USER), which cannot be mapped without subordinate IDs: add an /etc/sub{what} entry for this user, or use --fakeroot"
+                    ),
+                    // The reverse map covers container IDs 0..=S when the host ID is below S,
+                    // else 0..S-1 (plus the host ID itself).
+                    Some(s) if id > s || (host_id >= s && id >= s) => bail!(
+                        "the container runs as {what} {id} (image USER), outside the {s} subordinate {what}s mapped"
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        if us.is_none() && i.runtime_is_crun == Some(false) {
+            // runc insists that container uid 0 is mapped, and a single-ID outer namespace has
+            // only one ID to give: the caller's identity cannot be kept.
+            bail!(
+                "runc cannot run the unprivileged default without subordinate IDs (no /etc/subuid and /etc/subgid entry for this user): use crun, or --fakeroot"
+            );
+        }
+        let um = reverse_map(h.uid, us, "uid")?;
+        let gm = reverse_map(h.gid, gs, "gid")?;
+        ns.push(json!({"type": "user"}));
+        linux.insert("uidMappings".into(), map_json(&um));
+        linux.insert("gidMappings".into(), map_json(&gm));
+    }
+    linux.insert("namespaces".into(), Value::Array(ns));
+
+    // Cgroups: only real root can manage them on this kind of host (no systemd, cgroup v1).
+    match (&i.resources, h.is_root) {
+        (Some(r), true) => {
+            linux.insert("resources".into(), r.clone());
+            linux.insert(
+                "cgroupsPath".into(),
+                json!(format!("/singularity-oci/{}", h.unique)),
+            );
+        }
+        (Some(_), false) => bail!(
+            "system configuration does not support cgroup management: cgroup limits need root on this host (no systemd cgroup delegation)"
+        ),
+        (None, _) => {
+            linux.insert("resources".into(), json!({}));
+        }
+    }
+
+    let mut annotations = i.image.annotations.clone();
+    if o.no_setgroups {
+        annotations.insert("run.oci.keep_original_groups".into(), json!("1"));
+    }
+    if i.image.has_volumes {
+        warn("Container specifies volume mounts, which are not supported by singularity. It may not operate as expected.".into());
+    }
+
+    let mut config = json!({
+        "ociVersion": OCI_VERSION,
+        "process": process,
+        "root": {"path": "rootfs", "readonly": o.no_compat && !o.writable_tmpfs},
+        "mounts": mount_list,
+        "linux": linux,
+    });
+    if let Some(hn) = &o.hostname {
+        config["hostname"] = json!(hn);
+    }
+    if !annotations.is_empty() {
+        config["annotations"] = Value::Object(annotations);
+    }
+    Ok(Built {
+        config,
+        etc_files,
+        uid: target.uid,
+        gid: target.gid,
+        args,
+        inner_userns,
+        workdir_dirs,
+        warnings,
+    })
+}
