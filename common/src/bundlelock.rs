@@ -3,17 +3,17 @@
 //! As in SingularityCE (behaviour doc §1.1) the lock is a marker file
 //! `<bundle>/.singularity-oci.lock`, created and removed while holding an flock on the bundle
 //! directory, so two creates racing on one bundle cannot both win. Unlike SingularityCE the marker
-//! names its holder (container id and state directory) so that
+//! names its holder, two lines `id=ID` and `root=STATE_ROOT` (the format `oci-runtime-shim`
+//! writes), so that
 //!
 //! * a second create is refused with the name of the container that holds the bundle, and
-//! * a stale lock (its container's state directory is gone, e.g. after a crash or a manual
-//!   cleanup) is reported as stale, with the command that removes it.
+//! * a stale lock (its container's state directory `STATE_ROOT/containers/ID` is gone, e.g. after
+//!   a crash or a manual cleanup) is reported with a warning and taken over.
 //!
-//! A lock is held by a *container*, not by a process: `create` takes it (`oci-runtime-shim create`
-//! and `oci-conmon-create` alike) and only `delete` (or a failed create) releases it.
+//! A lock is held by a *container*, not by a process: `create` takes it and only `delete` (or a
+//! failed create) releases it.
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -22,15 +22,27 @@ use std::path::{Path, PathBuf};
 pub const MARKER: &str = ".singularity-oci.lock";
 
 /// What the marker records about its holder.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     /// Container id holding the bundle.
     pub id: String,
-    /// That container's state directory (`statedir::container_dir`).
-    pub state_dir: PathBuf,
-    /// Pid of the process that took the lock (informative only).
-    pub pid: u32,
+    /// The runtime state root of that container (its state directory is
+    /// `statedir::container_dir(root, id)`).
+    pub root: PathBuf,
+}
+
+impl Holder {
+    /// The holder's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("containers").join(&self.id)
+    }
+
+    fn parse(text: &str) -> Option<Holder> {
+        let mut l = text.lines();
+        let id = l.next()?.strip_prefix("id=")?.to_string();
+        let root = PathBuf::from(l.next()?.strip_prefix("root=")?);
+        (!id.is_empty()).then_some(Holder { id, root })
+    }
 }
 
 /// The marker path for `bundle`.
@@ -38,16 +50,12 @@ pub fn marker(bundle: &Path) -> PathBuf {
     bundle.join(MARKER)
 }
 
-/// The current holder of `bundle`, if any. A marker that cannot be parsed (for instance one left
-/// by SingularityCE, which writes an empty file) is reported with an unknown holder.
-pub fn holder(bundle: &Path) -> Result<Option<Holder>> {
+/// The marker's text: `Ok(None)` without a marker, `Ok(Some(None))` for one that cannot be
+/// parsed (for instance SingularityCE's empty marker).
+pub fn holder(bundle: &Path) -> Result<Option<Option<Holder>>> {
     let m = marker(bundle);
-    match std::fs::read(&m) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or(Holder {
-            id: String::new(),
-            state_dir: PathBuf::new(),
-            pid: 0,
-        }))),
+    match std::fs::read_to_string(&m) {
+        Ok(text) => Ok(Some(Holder::parse(&text))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", m.display())),
     }
@@ -62,19 +70,37 @@ fn dir_lock(bundle: &Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
-/// Take the lock for container `id` whose state directory is `state_dir` (which should already
-/// exist, so a concurrent create never mistakes this lock for a stale one).
-pub fn lock(bundle: &Path, id: &str, state_dir: &Path) -> Result<()> {
+/// True when the holder's state directory is gone: nothing can ever release the lock.
+pub fn is_stale(h: &Holder) -> bool {
+    h.state_dir().symlink_metadata().is_err()
+}
+
+/// Take the lock for container `id` under state root `root`. Its state directory should already
+/// exist, so that a concurrent create never mistakes this lock for a stale one.
+pub fn lock(bundle: &Path, id: &str, root: &Path) -> Result<()> {
     let _guard = dir_lock(bundle)?;
-    if let Some(h) = holder(bundle)? {
-        bail!("{}", held_message(bundle, &h));
-    }
     let m = marker(bundle);
-    let holder = Holder {
-        id: id.to_string(),
-        state_dir: state_dir.to_path_buf(),
-        pid: std::process::id(),
-    };
+    match holder(bundle)? {
+        None => {}
+        Some(None) => bail!(
+            "bundle {} has an unreadable lock file {}: remove it if no container uses the bundle",
+            bundle.display(),
+            m.display()
+        ),
+        Some(Some(h)) if !is_stale(&h) => bail!(
+            "bundle {} is locked by container '{}' (delete it first)",
+            bundle.display(),
+            h.id
+        ),
+        Some(Some(h)) => {
+            crate::cli::warn(format!(
+                "stale lock on bundle {}: container '{}' no longer exists; taking the lock over",
+                bundle.display(),
+                h.id
+            ));
+            std::fs::remove_file(&m).with_context(|| format!("cannot remove {}", m.display()))?;
+        }
+    }
     let result = (|| -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -82,7 +108,7 @@ pub fn lock(bundle: &Path, id: &str, state_dir: &Path) -> Result<()> {
             .mode(0o600)
             .open(&m)
             .with_context(|| format!("cannot create the bundle lock {}", m.display()))?;
-        f.write_all(&serde_json::to_vec(&holder)?)?;
+        writeln!(f, "id={id}\nroot={}", root.display())?;
         f.sync_all()?;
         Ok(())
     })();
@@ -92,51 +118,16 @@ pub fn lock(bundle: &Path, id: &str, state_dir: &Path) -> Result<()> {
     result
 }
 
-/// Release the lock held by container `id`. A marker naming another container is left alone
-/// (that is an error); a missing marker is an error too, as in SingularityCE.
+/// Release the lock if it is held by container `id`; a marker naming another container (or
+/// none) is left alone.
 pub fn release(bundle: &Path, id: &str) -> Result<()> {
     let _guard = dir_lock(bundle)?;
     match holder(bundle)? {
-        None => bail!("bundle {} is not locked", bundle.display()),
-        Some(h) if !h.id.is_empty() && h.id != id => bail!(
-            "bundle {} is locked by container '{}', not '{id}'",
-            bundle.display(),
-            h.id
-        ),
-        Some(_) => {
+        Some(Some(h)) if h.id == id => {
             let m = marker(bundle);
             std::fs::remove_file(&m).with_context(|| format!("cannot remove {}", m.display()))
         }
-    }
-}
-
-/// True when the holder's state directory is gone: nothing can ever release the lock.
-pub fn is_stale(h: &Holder) -> bool {
-    h.state_dir.as_os_str().is_empty() || h.state_dir.symlink_metadata().is_err()
-}
-
-fn held_message(bundle: &Path, h: &Holder) -> String {
-    let m = marker(bundle);
-    if h.id.is_empty() {
-        format!(
-            "bundle {} is locked by another process (unreadable lock {}; remove it if no container uses this bundle)",
-            bundle.display(),
-            m.display()
-        )
-    } else if is_stale(h) {
-        format!(
-            "bundle {} has a stale lock: container '{}' no longer exists (its state directory {} is gone); remove it with: rm {}",
-            bundle.display(),
-            h.id,
-            h.state_dir.display(),
-            m.display()
-        )
-    } else {
-        format!(
-            "bundle {} is locked by container '{}' (delete that container first)",
-            bundle.display(),
-            h.id
-        )
+        _ => Ok(()),
     }
 }
 
@@ -144,41 +135,42 @@ fn held_message(bundle: &Path, h: &Holder) -> String {
 mod tests {
     use super::*;
 
+    fn state(root: &Path, id: &str) {
+        std::fs::create_dir_all(root.join("containers").join(id)).unwrap();
+    }
+
     #[test]
     fn lock_refuse_release() {
         let b = tempfile::tempdir().unwrap();
-        let sd = tempfile::tempdir().unwrap();
-        lock(b.path(), "c1", sd.path()).unwrap();
-        let e = lock(b.path(), "c2", sd.path()).unwrap_err().to_string();
-        assert!(e.contains("locked by container 'c1'"), "{e}");
-        assert!(release(b.path(), "c2").is_err());
-        release(b.path(), "c1").unwrap();
-        assert!(
-            release(b.path(), "c1")
-                .unwrap_err()
-                .to_string()
-                .contains("not locked")
+        let r = tempfile::tempdir().unwrap();
+        state(r.path(), "c1");
+        lock(b.path(), "c1", r.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(marker(b.path())).unwrap(),
+            format!("id=c1\nroot={}\n", r.path().display())
         );
+        let e = lock(b.path(), "c2", r.path()).unwrap_err().to_string();
+        assert!(e.contains("locked by container 'c1'"), "{e}");
+        release(b.path(), "c2").unwrap();
+        assert!(marker(b.path()).exists(), "another id must not release it");
+        release(b.path(), "c1").unwrap();
         assert!(!marker(b.path()).exists());
     }
 
     #[test]
-    fn stale_lock_is_named() {
+    fn stale_lock_is_taken_over() {
         let b = tempfile::tempdir().unwrap();
-        let sd = tempfile::tempdir().unwrap();
-        let gone = sd.path().join("gone");
-        std::fs::create_dir(&gone).unwrap();
-        lock(b.path(), "c1", &gone).unwrap();
-        std::fs::remove_dir(&gone).unwrap();
-        let e = lock(b.path(), "c2", sd.path()).unwrap_err().to_string();
-        assert!(e.contains("stale lock") && e.contains("rm "), "{e}");
+        let r = tempfile::tempdir().unwrap();
+        lock(b.path(), "gone", r.path()).unwrap();
+        lock(b.path(), "c2", r.path()).unwrap();
+        assert_eq!(holder(b.path()).unwrap().unwrap().unwrap().id, "c2");
     }
 
     #[test]
-    fn foreign_empty_marker_is_held() {
+    fn foreign_empty_marker_is_refused() {
         let b = tempfile::tempdir().unwrap();
         std::fs::write(marker(b.path()), b"").unwrap();
         let e = lock(b.path(), "c1", b.path()).unwrap_err().to_string();
-        assert!(e.contains("locked by another process"), "{e}");
+        assert!(e.contains("unreadable lock"), "{e}");
     }
 }

@@ -20,6 +20,9 @@ pub const CONTAINER_PID: &str = "container.pid";
 pub const CONTAINER_LOG: &str = "container.log";
 /// Exit status of the container as decimal text (conmon `--persist-dir` writes `exit`).
 pub const EXIT_FILE: &str = "exit";
+/// Path of the runtime that created the container (read by `oci-runtime-shim`, which then uses
+/// the same runtime for every later operation).
+pub const RUNTIME: &str = "runtime";
 /// Symlink to the absolute bundle path.
 pub const BUNDLE_LINK: &str = "bundle";
 /// A small JSON note written by `oci-conmon-create`: which runtime and options made the

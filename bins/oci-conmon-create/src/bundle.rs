@@ -47,7 +47,7 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn new(bundle: &Bundle, id: &str, state_dir: &Path) -> Result<Prepared> {
+    pub fn new(bundle: &Bundle, id: &str, root: &Path, state_dir: &Path) -> Result<Prepared> {
         if let Some(parent) = state_dir.parent() {
             common::fsutil::private_dir(parent)?;
         }
@@ -65,7 +65,7 @@ impl Prepared {
         };
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))?;
-        common::bundlelock::lock(&bundle.path, id, state_dir)?;
+        common::bundlelock::lock(&bundle.path, id, root)?;
         p.locked = true;
         Ok(p)
     }

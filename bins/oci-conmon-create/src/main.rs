@@ -113,7 +113,7 @@ fn create(o: options::Options) -> Result<()> {
 
     // The bundle lock and the state directory are ours from here; `Prepared` undoes both unless
     // the create succeeds.
-    let mut prepared = bundle::Prepared::new(&bundle, &o.id, &sd)?;
+    let mut prepared = bundle::Prepared::new(&bundle, &o.id, &root, &sd)?;
     let plan = launch::Plan {
         conmon,
         runtime: runtime.clone(),
@@ -129,6 +129,12 @@ fn create(o: options::Options) -> Result<()> {
 
     std::os::unix::fs::symlink(&bundle.path, sd.join(files::BUNDLE_LINK))
         .with_context(|| format!("cannot link {} to the bundle", sd.display()))?;
+    // Later operations (oci-runtime-shim) use the runtime that created the container.
+    common::fsutil::atomic_write(
+        &sd.join(files::RUNTIME),
+        runtime.path.as_os_str().as_encoded_bytes(),
+        0o600,
+    )?;
     if let Some(f) = &pid_file {
         common::fsutil::atomic_write(f, created.pid.to_string().as_bytes(), 0o644)
             .with_context(|| format!("cannot write the pid file {}", f.display()))?;
@@ -143,7 +149,7 @@ fn create(o: options::Options) -> Result<()> {
         bundle: bundle.path.clone(),
         state_dir: sd.clone(),
         runtime: runtime.path.clone(),
-        runtime_root: root,
+        runtime_root: root.clone(),
         log_path,
         log_format: "k8s-file",
         attach_socket: bundle.path.join(files::ATTACH_SOCKET),
