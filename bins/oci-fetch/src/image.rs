@@ -3,7 +3,7 @@
 
 use crate::media::{self, Doc, RawDescriptor, RawPlatform, Wanted};
 use crate::progress::Progress;
-use crate::store::{BlobSource, Store, read_limited};
+use crate::store::{self, BlobSource, Store, Transient, read_limited};
 use anyhow::{Context, Result, bail};
 use common::digest::Digest;
 use common::record::{Descriptor, ImageRecord, SCHEMA_VERSION};
@@ -66,16 +66,33 @@ fn small_blob(
     if let Some(b) = store.read_small(&d, limit)? {
         return Ok(b);
     }
-    let bytes = src
-        .read_small(desc, limit)
-        .with_context(|| format!("cannot read {what} {d}"))?;
-    if bytes.len() as u64 != desc.size {
-        bail!(
-            "size mismatch for {what} {d}: descriptor says {} bytes, got {}",
-            desc.size,
-            bytes.len()
-        );
-    }
+    let mut attempt = 0;
+    let bytes = loop {
+        let got = src.read_small(desc, limit).and_then(|b| {
+            if b.len() as u64 == desc.size {
+                return Ok(b);
+            }
+            let msg = format!(
+                "size mismatch for {what} {d}: descriptor says {} bytes, got {}",
+                desc.size,
+                b.len()
+            );
+            // A short body from the network is worth another try; from a file it is final.
+            if src.retryable() && (b.len() as u64) < desc.size {
+                Err(anyhow::Error::new(Transient(msg)))
+            } else {
+                Err(anyhow::anyhow!(msg))
+            }
+        });
+        match got {
+            Ok(b) => break b,
+            Err(e) if src.retryable() && store::is_transient(&e) && attempt < store::RETRIES => {
+                std::thread::sleep(store::backoff(attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(e.context(format!("cannot read {what} {d}"))),
+        }
+    };
     d.verify_bytes(&bytes, &format!("{what} {d}"))?;
     store.put_bytes(&d, &bytes)?;
     Ok(bytes)

@@ -284,9 +284,12 @@ impl Store {
 /// Read at most `limit` bytes; more is an error (oversize manifest or config).
 pub fn read_limited(r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    r.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {what}"))?;
+    if let Err(e) = r.take(limit + 1).read_to_end(&mut bytes) {
+        // A broken read is worth a retry when the source is the network; callers decide.
+        return Err(anyhow::Error::new(Transient(format!(
+            "cannot read {what}: {e}"
+        ))));
+    }
     if bytes.len() as u64 > limit {
         bail!("{what} is larger than the {limit} byte limit");
     }
