@@ -14,6 +14,8 @@ mod options;
 mod process;
 mod rootfs;
 mod spec;
+#[cfg(test)]
+mod spec_tests;
 
 use anyhow::{Context, Result, bail};
 use common::cli::{self, Tool};

@@ -174,10 +174,13 @@ pub fn build(i: &Inputs) -> Result<Built> {
             bail!("cannot stat home source {src}: {e}");
         }
     }
-    let home = mounts::HomePlan {
-        source: home.source.as_deref().map(|s| absolute(s, &h.cwd)),
-        ..home
+    // --no-compat binds the host home instead of a tmpfs.
+    let source = match &home.source {
+        Some(s) => Some(absolute(s, &h.cwd)),
+        None if o.no_compat => Some(h.home.clone()),
+        None => None,
     };
+    let home = mounts::HomePlan { source, ..home };
 
     // Process.
     let args = process::args(i.action, o.app.as_deref(), i.image, i.command, &mut warn)?;

@@ -1,0 +1,322 @@
+//! Golden tests of the pure builder: fixed inputs → config.json compared as JSON values with
+//! `testdata/golden/<name>.json`, and every config validated against the runtime-spec schema.
+//! Run with `UPDATE_GOLDEN=1` to rewrite the files after an intended change (then review the
+//! diff).
+
+use crate::image::ImageFacts;
+use crate::options::{self, Action, Options};
+use crate::spec::{self, Built, Host, Inputs, RootfsFacts};
+use common::identity::PasswdEntry;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+fn host(uid: u32, subids: Option<(u32, u32)>) -> Host {
+    let user = PasswdEntry {
+        name: if uid == 0 { "root".into() } else { "alice".into() },
+        uid,
+        gid: uid,
+        gecos: "Alice".into(),
+        home: if uid == 0 { "/root".into() } else { "/home/alice".into() },
+        shell: "/bin/bash".into(),
+    };
+    Host {
+        uid,
+        gid: uid,
+        is_root: uid == 0,
+        user: Some(user),
+        root_user: Some(PasswdEntry {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+            gecos: "root".into(),
+            home: "/root".into(),
+            shell: "/bin/bash".into(),
+        }),
+        group_name: Some(if uid == 0 { "root".into() } else { "alice".into() }),
+        root_group_name: Some("root".into()),
+        home: if uid == 0 { "/root".into() } else { "/home/alice".into() },
+        cwd: "/work/dir".into(),
+        umask: 0o022,
+        env: vec![
+            ("TERM".into(), "xterm".into()),
+            ("HOME".into(), "/home/alice".into()),
+            ("SECRET_HOST_VAR".into(), "no".into()),
+            ("SINGULARITYENV_FOO".into(), "bar".into()),
+        ],
+        terminal: false,
+        tty_gid: Some(5),
+        ncpus: 2,
+        cgroup_v2: false,
+        keep_caps: crate::caps::names_from_mask(0x1fffeffffff),
+        resolv_conf: b"nameserver 10.0.0.1\n".to_vec(),
+        subid_sizes: subids,
+        unique: "test".into(),
+    }
+}
+
+fn image() -> ImageFacts {
+    ImageFacts::from_config(&json!({
+        "os": "linux", "architecture": "amd64",
+        "config": {"Env": ["PATH=/usr/bin:/bin", "CGO_ENABLED=0"], "Cmd": ["/bin/sh"], "WorkingDir": ""}
+    }))
+}
+
+fn opts(args: &[&str]) -> (Options, Vec<String>) {
+    let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let cmd = match a.iter().position(|s| s == "--") {
+        Some(i) => {
+            let c = a.split_off(i);
+            c[1..].to_vec()
+        }
+        None => vec![],
+    };
+    let pa = pico_args::Arguments::from_vec(a.into_iter().map(Into::into).collect());
+    let (o, pos) = options::parse(pa, &|_| None).unwrap();
+    assert!(pos.is_empty());
+    (o, cmd)
+}
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/ash\n";
+const GROUP: &str = "root:x:0:\n";
+
+fn build_with(args: &[&str], h: &Host, img: &ImageFacts, passwd: Option<&str>, crun: Option<bool>) -> anyhow::Result<Built> {
+    let (o, cmd) = opts(args);
+    let dir_exists = |p: &str| p == "/" || p == "/etc";
+    let facts = RootfsFacts {
+        passwd: passwd.map(str::to_string),
+        group: Some(GROUP.to_string()),
+        var_tmp_is_tmp: false,
+        dir_exists: &dir_exists,
+    };
+    let resources = crate::cgroups::requested(&o.cgroups, h.ncpus)?;
+    let action = o.action.unwrap_or(if cmd.is_empty() { Action::Run } else { Action::Exec });
+    spec::build(&Inputs {
+        opts: &o,
+        action,
+        command: &cmd,
+        image: img,
+        image_ref: "oci:/images/busybox:latest",
+        bundle: Path::new("/bundles/b"),
+        host: h,
+        rootfs: &facts,
+        env_files: &[],
+        resources,
+        runtime_is_crun: crun,
+    })
+}
+
+fn validate(config: &Value) {
+    let dir = testdata().join("runtime-spec");
+    let schema_path = dir.join("config-schema.json");
+    let schema: Value = serde_json::from_slice(&std::fs::read(&schema_path).unwrap()).unwrap();
+    let v = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .with_base_uri(format!("file://{}", schema_path.display()))
+        .build(&schema)
+        .unwrap();
+    let errs: Vec<String> = v
+        .iter_errors(config)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errs.is_empty(), "config.json fails the runtime-spec schema: {errs:#?}");
+}
+
+fn golden(name: &str, b: &Built) {
+    validate(&b.config);
+    let got = json!({"config": b.config, "etcFiles": b.etc_files.iter().map(|(n, c)| json!({n: String::from_utf8_lossy(c)})).collect::<Vec<_>>()});
+    let path = testdata().join("golden").join(format!("{name}.json"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+        return;
+    }
+    let want: Value = serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display())),
+    )
+    .unwrap();
+    assert_eq!(got, want, "{name}: config differs from {}", path.display());
+}
+
+#[test]
+fn golden_root_default() {
+    let b = build_with(&["--", "echo", "hi"], &host(0, None), &image(), Some(PASSWD), None).unwrap();
+    assert!(!b.inner_userns);
+    golden("root-default", &b);
+}
+
+#[test]
+fn golden_user_default_subids() {
+    let b = build_with(&["--", "id"], &host(1000, Some((65536, 65536))), &image(), Some(PASSWD), None).unwrap();
+    assert!(b.inner_userns);
+    assert_eq!((b.uid, b.gid), (1000, 1000));
+    golden("user-default", &b);
+}
+
+#[test]
+fn golden_user_single_id_crun() {
+    let b = build_with(&["--", "id"], &host(1000, None), &image(), Some(PASSWD), Some(true)).unwrap();
+    assert_eq!(b.config["linux"]["uidMappings"], json!([{"containerID": 1000, "hostID": 0, "size": 1}]));
+    golden("user-single-id", &b);
+}
+
+#[test]
+fn single_id_with_runc_is_a_clear_error() {
+    let e = build_with(&["--", "id"], &host(1000, None), &image(), Some(PASSWD), Some(false)).unwrap_err();
+    assert!(e.to_string().contains("runc cannot run"), "{e}");
+}
+
+#[test]
+fn golden_fakeroot() {
+    let b = build_with(&["--fakeroot", "--", "id"], &host(1000, Some((65536, 65536))), &image(), Some(PASSWD), None).unwrap();
+    assert!(!b.inner_userns);
+    assert_eq!((b.uid, b.gid), (0, 0));
+    golden("fakeroot", &b);
+}
+
+#[test]
+fn golden_root_many_flags() {
+    let b = build_with(
+        &[
+            "--no-compat", "--bind", "/etc:/hostetc:ro", "--mount", "src=/usr,dst=/hostusr",
+            "--scratch", "/scratch", "--hostname", "box", "--dns", "8.8.8.8", "--net", "--network",
+            "none", "--no-pid", "--add-caps", "sys_admin", "--drop-caps", "CAP_CHOWN", "--env",
+            "A=1,B=2", "--allow-setuid", "--memory", "500M", "--pids-limit", "10", "--cwd", "/etc",
+            "--", "true",
+        ],
+        &host(0, None),
+        &image(),
+        Some(PASSWD),
+        None,
+    )
+    .unwrap();
+    golden("root-flags", &b);
+}
+
+#[test]
+fn golden_user_image_user() {
+    let mut img = image();
+    img.user = "testuser".into();
+    img.working_dir = "/home/testuser".into();
+    let passwd = "root:x:0:0::/root:/bin/sh\ntestuser:x:2000:2000::/home/testuser:/bin/sh\n";
+    let b = build_with(&["--action", "run"], &host(1000, Some((65536, 65536))), &img, Some(passwd), None).unwrap();
+    assert_eq!((b.uid, b.gid), (2000, 2000));
+    assert!(b.etc_files.iter().all(|(n, _)| n == "resolv.conf"));
+    golden("user-image-user", &b);
+}
+
+#[test]
+fn custom_home_with_image_user_is_refused() {
+    let mut img = image();
+    img.user = "testuser".into();
+    let passwd = "testuser:x:2000:2000::/home/testuser:/bin/sh\n";
+    for h in [host(0, None), host(1000, Some((65536, 65536)))] {
+        let e = build_with(&["--home", "/tmp", "--", "true"], &h, &img, Some(passwd), None).unwrap_err();
+        assert!(e.to_string().contains("custom --home"), "{e}");
+    }
+}
+
+#[test]
+fn image_user_needs_subids() {
+    let mut img = image();
+    img.user = "2000".into();
+    let e = build_with(&["--", "id"], &host(1000, None), &img, Some(PASSWD), Some(true)).unwrap_err();
+    assert!(e.to_string().contains("subordinate IDs"), "{e}");
+}
+
+#[test]
+fn unsupported_options_are_one_error() {
+    let e = build_with(&["--boot", "--contain", "--fusemount", "x", "--", "true"], &host(0, None), &image(), Some(PASSWD), None)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "while configuring container: not supported by OCI launcher: FuseMount,Boot,Contain"
+    );
+}
+
+#[test]
+fn cgroup_limits_need_root_here() {
+    let h = host(1000, Some((65536, 65536)));
+    let e = build_with(&["--cpus", "1", "--", "true"], &h, &image(), Some(PASSWD), None).unwrap_err();
+    assert!(e.to_string().contains("does not support cgroup management"), "{e}");
+    let b = build_with(&["--", "true"], &h, &image(), Some(PASSWD), None).unwrap();
+    assert_eq!(b.config["linux"]["resources"], json!({}));
+}
+
+#[test]
+fn no_mount_dev_and_devpts_are_errors() {
+    for v in ["dev", "devpts"] {
+        let e = build_with(&["--no-mount", v, "--", "true"], &host(0, None), &image(), Some(PASSWD), None).unwrap_err();
+        assert!(e.to_string().contains("OCI-mode requires"), "{e}");
+    }
+}
+
+#[test]
+fn no_mount_removes_defaults() {
+    let b = build_with(&["--no-mount", "proc,sys,tmp,home,/etc/resolv.conf", "--", "true"], &host(0, None), &image(), Some(PASSWD), None)
+        .unwrap();
+    let dests: Vec<&str> = b.config["mounts"].as_array().unwrap().iter().map(|m| m["destination"].as_str().unwrap()).collect();
+    for gone in ["/proc", "/sys", "/tmp", "/var/tmp", "/root", "/etc/resolv.conf"] {
+        assert!(!dests.contains(&gone), "{gone} still mounted: {dests:?}");
+    }
+    assert_eq!(b.config["process"]["cwd"], "/", "home not mounted and absent: cwd falls back to /");
+}
+
+#[test]
+fn writable_tmpfs_and_no_compat_readonly() {
+    let h = host(0, None);
+    let ro = |a: &[&str]| build_with(a, &h, &image(), Some(PASSWD), None).unwrap().config["root"]["readonly"].clone();
+    assert_eq!(ro(&["--", "true"]), json!(false));
+    assert_eq!(ro(&["--no-compat", "--", "true"]), json!(true));
+    assert_eq!(ro(&["--no-compat", "--writable-tmpfs", "--", "true"]), json!(false));
+}
+
+#[test]
+fn allow_setuid_drops_nosuid_on_user_mounts_only() {
+    let h = host(1000, Some((65536, 65536)));
+    let b = build_with(&["--scratch", "/scratch", "--bind", "/etc:/bind:ro", "--allow-setuid", "--", "true"], &h, &image(), Some(PASSWD), None)
+        .unwrap();
+    let opts_of = |d: &str| -> Vec<String> {
+        let m = b.config["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == d).unwrap();
+        m["options"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+    };
+    for d in ["/scratch", "/bind"] {
+        assert!(!opts_of(d).contains(&"nosuid".to_string()), "{d}");
+    }
+    for d in ["/proc", "/sys", "/dev/shm", "/tmp", "/var/tmp"] {
+        assert!(opts_of(d).contains(&"nosuid".to_string()), "{d}");
+    }
+}
+
+#[test]
+fn var_tmp_link_drops_the_var_tmp_mount() {
+    let (o, cmd) = opts(&["--workdir", "/w", "--", "true"]);
+    let h = host(0, None);
+    let img = image();
+    let dir_exists = |_: &str| true;
+    let facts = RootfsFacts {
+        passwd: Some(PASSWD.into()),
+        group: None,
+        var_tmp_is_tmp: true,
+        dir_exists: &dir_exists,
+    };
+    let b = spec::build(&Inputs {
+        opts: &o,
+        action: Action::Exec,
+        command: &cmd,
+        image: &img,
+        image_ref: "x",
+        bundle: Path::new("/b"),
+        host: &h,
+        rootfs: &facts,
+        env_files: &[],
+        resources: None,
+        runtime_is_crun: None,
+    })
+    .unwrap();
+    let dests: Vec<&str> = b.config["mounts"].as_array().unwrap().iter().map(|m| m["destination"].as_str().unwrap()).collect();
+    assert!(dests.contains(&"/tmp") && !dests.contains(&"/var/tmp"), "{dests:?}");
+    assert_eq!(b.workdir_dirs, vec![PathBuf::from("/w/tmp")]);
+}
