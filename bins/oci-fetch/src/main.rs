@@ -35,11 +35,14 @@ Options:
   --arch ARCH                   same as --platform linux/ARCH
   --offline                     docker://: use only the cache, never the network
   --disable-cache               fetch into a new temporary layout (see oci-fetch(1))
+  --tmpdir DIR                  where --disable-cache makes it (default $SINGULARITY_TMPDIR,
+                                $TMPDIR, /tmp); the caller removes dirname(record.layout)
   --authfile FILE               registry credentials (containers auth.json format)
   --creds USER[:PASS]           registry credentials (never printed)
   --cert-dir DIR                extra CA certificates (*.crt) for registry TLS
   --tls-verify=false            do not verify registry TLS certificates
   --no-https                    talk plain HTTP to the registry
+  --docker-host HOST            accepted and ignored (docker-daemon: is not supported)
   --jobs N                      blobs downloaded in parallel (default 3)
   -q, --quiet                   no progress bars
   -h, --help                    this text
@@ -54,6 +57,7 @@ pub struct Opts {
     pub want_explicit: bool,
     pub offline: bool,
     pub disable_cache: bool,
+    pub tmpdir: Option<PathBuf>,
     pub authfile: Option<PathBuf>,
     pub creds: Option<String>,
     pub cert_dir: Option<PathBuf>,
@@ -85,6 +89,9 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
         Some(v) => parse_bool(&v).context("--tls-verify")?,
         None => true,
     };
+    if args.opt_value_from_str::<_, String>("--docker-host")?.is_some() {
+        common::cli::warn("--docker-host is ignored: the docker-daemon: transport is not supported");
+    }
     let jobs = args.opt_value_from_str("--jobs")?.unwrap_or(3usize);
     if !(1..=16).contains(&jobs) {
         bail!("--jobs must be between 1 and 16");
@@ -94,6 +101,9 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
         want_explicit,
         offline: args.contains("--offline"),
         disable_cache: args.contains("--disable-cache"),
+        tmpdir: args.opt_value_from_os_str("--tmpdir", |s| {
+            Ok::<_, std::convert::Infallible>(PathBuf::from(s))
+        })?,
         authfile: args.opt_value_from_os_str("--authfile", |s| {
             Ok::<_, std::convert::Infallible>(PathBuf::from(s))
         })?,
@@ -109,12 +119,15 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
 }
 
 /// A cache root for `--disable-cache`: a fresh private directory under the temp dir.
-fn temp_cache_root() -> Result<PathBuf> {
-    let base = std::env::var_os("SINGULARITY_TMPDIR")
+fn temp_cache_root(tmpdir: Option<&std::path::Path>) -> Result<PathBuf> {
+    let base = tmpdir
+        .map(|p| p.as_os_str().to_owned())
+        .or_else(|| std::env::var_os("SINGULARITY_TMPDIR"))
         .or_else(|| std::env::var_os("TMPDIR"))
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let base = common::fsutil::absolute(&base)?;
     let root = base.join(format!("oci-fetch-{}", common::fsutil::unique_suffix()));
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -128,7 +141,7 @@ use std::os::unix::fs::DirBuilderExt;
 fn run(reference: &str, opts: &Opts) -> Result<()> {
     let image_ref = reference::parse(reference)?;
     let temp_root = if opts.disable_cache {
-        Some(temp_cache_root()?)
+        Some(temp_cache_root(opts.tmpdir.as_deref())?)
     } else {
         None
     };
