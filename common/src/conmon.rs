@@ -106,11 +106,38 @@ pub fn wait_exit_status(sd: &Path, timeout: Duration) -> Result<Option<i32>> {
     }
 }
 
-/// True when a process with this pid exists (it may belong to anybody).
-pub fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence and permission.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+/// True while the conmon monitoring the container of state directory `sd` is running. A zombie
+/// does not count: a daemonised conmon is reparented to PID 1, which may take seconds to reap it.
+pub fn monitor_running(sd: &Path) -> bool {
+    let Ok(pid) = read_pid(&sd.join(CONMON_PID)) else {
+        return false;
+    };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so split at the last ')'.
+    let Some((head, tail)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let comm = head.split_once('(').map(|(_, c)| c).unwrap_or("");
+    let state = tail.split_whitespace().next().unwrap_or("");
+    comm == "conmon" && !matches!(state, "Z" | "X" | "x")
+}
+
+/// Wait (at most `timeout`) until the conmon of `sd` has finished: after the container exits it
+/// still writes the exit file into `sd` and runs the exit command, so whoever removes `sd` must
+/// wait for this first. True when conmon is gone.
+pub fn wait_monitor_gone(sd: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    while monitor_running(sd) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    true
 }
 
 #[cfg(test)]

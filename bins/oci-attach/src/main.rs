@@ -134,15 +134,13 @@ fn attach(o: &Options) -> Result<i32> {
 
 /// The exit file, waiting while conmon is still alive to write it.
 fn wait_exit(sd: &Path) -> Result<Option<i32>> {
-    let conmon = files::read_pid(&sd.join(files::CONMON_PID)).ok();
     let deadline = std::time::Instant::now() + EXIT_FILE_WAIT;
     loop {
         let step = files::wait_exit_status(sd, Duration::from_millis(200))?;
         if step.is_some() {
             return Ok(step);
         }
-        let alive = conmon.is_some_and(files::pid_alive);
-        if !alive || std::time::Instant::now() >= deadline {
+        if !files::monitor_running(sd) || std::time::Instant::now() >= deadline {
             return files::read_exit_status(sd);
         }
     }

@@ -45,6 +45,7 @@ mod leftovers;
 mod schema;
 // The registry helpers (tests/e2e/src/registry.rs) plug in here with `pub mod registry;`.
 pub mod registry;
+pub mod pty;
 
 pub use cmd::{Cmd, Output};
 pub use expect::{TreeExpectation, check_tree_host, layered_expected, layered_in_container_errors};
