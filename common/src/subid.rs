@@ -143,7 +143,7 @@ pub fn outer_plan(name: &str, uid: u32) -> Result<OuterPlan> {
 /// The one-line notice printed when the single-ID fallback is used.
 pub fn single_id_notice(name: &str) -> String {
     format!(
-        "no subordinate IDs for '{name}' in {SUBUID_FILE}/{SUBGID_FILE}: using a single-ID user namespace (files owned by other users in the image appear as yours)"
+        "no subordinate IDs for '{name}' in {SUBUID_FILE} and {SUBGID_FILE}: using a single-ID user namespace (files owned by other users in the image appear as yours)"
     )
 }
 
