@@ -110,7 +110,8 @@ fn build_with(args: &[&str], h: &Host, img: &ImageFacts, passwd: Option<&str>, c
 }
 
 fn validate(config: &Value) {
-    let dir = testdata().join("runtime-spec");
+    // The vendored runtime-spec schema of the repository (tests/schemas).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/schemas/runtime-spec");
     let schema_path = dir.join("config-schema.json");
     let schema: Value = serde_json::from_slice(&std::fs::read(&schema_path).unwrap()).unwrap();
     let v = jsonschema::options()
