@@ -26,11 +26,16 @@ pub struct EntryMeta {
 impl EntryMeta {
     pub fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta> {
         let h = entry.header();
+        let old = h.as_old();
         let mut m = EntryMeta {
-            mode: h.mode().context("bad mode field")? & 0o7777,
-            uid: h.uid().context("bad uid field")? as u32,
-            gid: h.gid().context("bad gid field")? as u32,
-            mtime: (h.mtime().context("bad mtime field")? as i64, 0),
+            mode: numeric(h.mode().map(u64::from), &old.mode).context("bad mode field")? as u32
+                & 0o7777,
+            uid: numeric(h.uid(), &old.uid).context("bad uid field")? as u32,
+            gid: numeric(h.gid(), &old.gid).context("bad gid field")? as u32,
+            mtime: (
+                numeric(h.mtime(), &old.mtime).context("bad mtime field")? as i64,
+                0,
+            ),
             xattrs: Vec::new(),
         };
         if let Some(pax) = entry.pax_extensions().context("bad PAX header")? {
@@ -63,6 +68,15 @@ impl EntryMeta {
             last_access: t,
             last_modification: t,
         }
+    }
+}
+
+/// A header number; a field left blank (all NUL or spaces, as some writers do for hardlinks
+/// and symlinks) reads as 0 instead of failing the whole unpack.
+fn numeric(parsed: std::io::Result<u64>, raw: &[u8]) -> std::io::Result<u64> {
+    match parsed {
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        r => r,
     }
 }
 

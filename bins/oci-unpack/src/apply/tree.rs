@@ -166,9 +166,14 @@ mod tests {
         rustix::fs::mkdirat(&*fd, "y", Mode::from_raw_mode(0o755)).unwrap();
         assert!(root.join("usr/lib/x/y").is_dir());
         assert_eq!(made, vec![b"lib/x".to_vec()]);
-        // `escape` resolves to root/tmp, which we create inside the root.
+        // `escape` climbs no higher than the root: it is root/tmp. While that does not exist the
+        // link leads nowhere and nothing is placed below it; once it does, entries land there.
+        let e = tree.dir(b"escape/inner", &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("leads nowhere"), "{e}");
+        std::fs::create_dir(root.join("tmp")).unwrap();
         tree.dir(b"escape/inner", &mut |_| {}).unwrap();
         assert!(root.join("tmp/inner").is_dir());
+        assert!(!t.path().join("tmp").exists());
     }
 
     #[test]

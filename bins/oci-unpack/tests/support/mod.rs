@@ -219,7 +219,7 @@ pub fn run(who: &As, cache: &Path, args: &[&str]) -> Output {
     }
     argv.push(bin().into());
     argv.extend(args.iter().map(|s| s.to_string()));
-    let out = Command::new(&argv[0])
+    Command::new(&argv[0])
         .args(&argv[1..])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -227,8 +227,7 @@ pub fn run(who: &As, cache: &Path, args: &[&str]) -> Output {
         .env("SINGULARITY_CACHEDIR", cache)
         .stdin(Stdio::null())
         .output()
-        .unwrap();
-    out
+        .unwrap()
 }
 
 pub fn stderr(o: &Output) -> String {
