@@ -43,10 +43,15 @@ fn assert_cache_sound(cache: &Path, img: &BigImage, ctx: &str) {
         serde_json::from_slice::<serde_json::Value>(&b)
             .unwrap_or_else(|e| panic!("{ctx}: refs/{r} is half-written: {e}"));
     }
-    // Complete rootfs trees only: every entry in rootfs/ holds every file of the image.
+    // Complete rootfs trees only: every entry in rootfs/ holds every file of the image. A tree
+    // being built lives under a temporary name (oci-unpack builds `rootfs/.tmp-<key>-<pid>-…`
+    // and renames it in one step, removing such leftovers under the entry's lock): that is not
+    // an entry, may be partial after a kill, and must be gone after the next successful run.
+    let mut building = 0;
     for key in dir_entries(&cache.join("rootfs")) {
         if key.starts_with(".tmp-") {
-            panic!("{ctx}: temporary name {key} inside rootfs/ (partial trees belong in tmp/)");
+            building += usage_and_temps(&cache.join("rootfs").join(&key)).0;
+            continue;
         }
         let tree = cache.join("rootfs").join(&key).join("rootfs");
         assert!(tree.is_dir(), "{ctx}: rootfs/{key} has no rootfs/ tree");
@@ -61,7 +66,7 @@ fn assert_cache_sound(cache: &Path, img: &BigImage, ctx: &str) {
         }
     }
     // tmp/ bounded: a partial blob or a partial tree, never more than about one image's worth.
-    let (tmp_bytes, _) = usage_and_temps(&cache.join("tmp"));
+    let tmp_bytes = usage_and_temps(&cache.join("tmp")).0 + building;
     let unpacked: u64 = img.files.iter().map(|f| f.1).sum();
     let bound = 2 * (img.layer_size + unpacked) + (4 << 20);
     assert!(
@@ -152,7 +157,7 @@ fn sigkill_oci_fetch_at_random_points() {
     let r = run_limited(&mut fetch_cmd(&cal, &reference), Duration::from_secs(120));
     assert!(r.status.success(), "cold fetch\n{}", r.describe());
     assert_eq!(record_kind(&r.stdout), "image");
-    let full = r.elapsed;
+    let mut full = r.elapsed;
     eprintln!("crash/oci-fetch: a cold fetch takes {full:?}");
 
     let mut stats = KillStats {
@@ -165,7 +170,7 @@ fn sigkill_oci_fetch_at_random_points() {
         // 1 to 3 kills in a row on the same cache before the rerun: resuming a resumed partial.
         let kills = rng.range(1, 4);
         for k in 0..kills {
-            let delay = Duration::from_micros(rng.range(0, full.as_micros() as u64 * 11 / 10));
+            let delay = Duration::from_micros(rng.range(0, full.as_micros() as u64));
             let ctx = format!("fetch trial {trial} kill {k} at {delay:?}");
             let mid = kill_after(fetch_cmd(&cachedir, &reference), delay, &s.path);
             stats.kills += 1;
@@ -182,6 +187,8 @@ fn sigkill_oci_fetch_at_random_points() {
             "{ctx}: the next run must succeed\n{}",
             r.describe()
         );
+        // Kill points scale with how long a full run takes now (the machine's load varies).
+        full = (full + r.elapsed) / 2;
         assert_eq!(record_kind(&r.stdout), "image", "{ctx}");
         assert_cache_sound(&cache, &img, &ctx);
         assert!(
@@ -194,11 +201,6 @@ fn sigkill_oci_fetch_at_random_points() {
         assert_no_temporaries(&cache, &ctx);
         let _ = std::fs::remove_dir_all(&cachedir);
     }
-    record_result(
-        "crash-oci-fetch",
-        serde_json::json!({"cases": stats.kills, "survived": stats.kills, "mid_work": stats.mid_work,
-                           "trials": trials(), "escapes": 0, "leaks": 0}),
-    );
     eprintln!(
         "crash/oci-fetch: {} trials, {} kills, {} landed mid-work, all invariants held",
         trials(),
@@ -206,10 +208,15 @@ fn sigkill_oci_fetch_at_random_points() {
         stats.mid_work
     );
     assert!(
-        stats.mid_work * 2 >= stats.kills,
-        "fewer than half of the kills landed mid-work ({} of {}): the image is too small to prove anything",
+        stats.mid_work * 3 >= stats.kills * 2,
+        "fewer than two thirds of the kills landed mid-work ({} of {}): the image is too small to prove anything",
         stats.mid_work,
         stats.kills
+    );
+    record_result(
+        "crash-oci-fetch",
+        serde_json::json!({"cases": stats.kills, "survived": stats.kills, "mid_work": stats.mid_work,
+                           "trials": trials(), "escapes": 0, "leaks": 0}),
     );
 }
 
@@ -251,7 +258,7 @@ fn sigkill_oci_unpack_at_random_points() {
     );
     assert!(r.status.success(), "cold unpack\n{}", r.describe());
     assert_eq!(record_kind(&r.stdout), "rootfs");
-    let full = r.elapsed;
+    let mut full = r.elapsed;
     eprintln!("crash/oci-unpack: a cold unpack takes {full:?}");
     assert_cache_sound(&cache, &img, "calibration");
     clear_rootfs();
@@ -263,7 +270,7 @@ fn sigkill_oci_unpack_at_random_points() {
     for trial in 0..trials() {
         let kills = rng.range(1, 4);
         for k in 0..kills {
-            let delay = Duration::from_micros(rng.range(0, full.as_micros() as u64 * 11 / 10));
+            let delay = Duration::from_micros(rng.range(0, full.as_micros() as u64));
             let ctx = format!("unpack trial {trial} kill {k} at {delay:?}");
             let mid = kill_after(unpack_cmd(&cachedir, &image_record), delay, &s.path);
             stats.kills += 1;
@@ -280,6 +287,8 @@ fn sigkill_oci_unpack_at_random_points() {
             "{ctx}: the next run must succeed\n{}",
             r.describe()
         );
+        // Kill points scale with how long a full run takes now (the machine's load varies).
+        full = (full + r.elapsed) / 2;
         assert_eq!(record_kind(&r.stdout), "rootfs", "{ctx}");
         let rec: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
         let tree = Path::new(rec["rootfs"].as_str().unwrap());
@@ -292,11 +301,6 @@ fn sigkill_oci_unpack_at_random_points() {
         assert_no_temporaries(&cache, &ctx);
         clear_rootfs();
     }
-    record_result(
-        "crash-oci-unpack",
-        serde_json::json!({"cases": stats.kills, "survived": stats.kills, "mid_work": stats.mid_work,
-                           "trials": trials(), "escapes": 0, "leaks": 0}),
-    );
     eprintln!(
         "crash/oci-unpack: {} trials, {} kills, {} landed mid-work, all invariants held",
         trials(),
@@ -304,9 +308,14 @@ fn sigkill_oci_unpack_at_random_points() {
         stats.mid_work
     );
     assert!(
-        stats.mid_work * 2 >= stats.kills,
-        "fewer than half of the kills landed mid-work ({} of {}): the image is too small to prove anything",
+        stats.mid_work * 3 >= stats.kills * 2,
+        "fewer than two thirds of the kills landed mid-work ({} of {}): the image is too small to prove anything",
         stats.mid_work,
         stats.kills
+    );
+    record_result(
+        "crash-oci-unpack",
+        serde_json::json!({"cases": stats.kills, "survived": stats.kills, "mid_work": stats.mid_work,
+                           "trials": trials(), "escapes": 0, "leaks": 0}),
     );
 }

@@ -1,0 +1,30 @@
+//! `WWW-Authenticate` parsing (oci-fetch's `registry::auth`, compiled from its source).
+//! No input may panic or hang; scheme and parameter names come out ASCII-lowercased (RFC 7235
+//! tokens are case-insensitive ASCII).
+#![no_main]
+#![allow(dead_code)]
+
+#[path = "../../bins/oci-fetch/src/registry/auth.rs"]
+mod auth;
+#[path = "../../bins/oci-fetch/src/reference.rs"]
+mod reference;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    for c in auth::parse_challenges(s) {
+        assert!(
+            !c.scheme.bytes().any(|b| b.is_ascii_uppercase()),
+            "scheme not lowercased for {s:?}"
+        );
+        for k in c.params.keys() {
+            assert!(
+                !k.bytes().any(|b| b.is_ascii_uppercase()),
+                "parameter name not lowercased for {s:?}"
+            );
+        }
+    }
+});
