@@ -17,3 +17,4 @@ pub mod record;
 pub mod runtime;
 pub mod statedir;
 pub mod subid;
+pub mod userns;

@@ -1,0 +1,483 @@
+//! The operations. Each one is a thin wrapper: find the container's state, enter the right
+//! namespaces, build the runtime's argv, run it.
+//!
+//! Namespaces, per caller (see oci-runtime-shim(1), NAMESPACES):
+//! * host root: the runtime runs where the shim runs (crun gets the hybrid-cgroup fix in a private
+//!   mount namespace for `run` and `create`).
+//! * unprivileged, `run`/`create`: the shim must already be inside the outer user namespace made
+//!   by `oci-userns-starter` (it is root there, so it can make the crun fix's mount namespace).
+//! * unprivileged, every later operation: run the shim from the host user namespace. It joins the
+//!   container's *outer* user namespace (found from the container pid: the namespace just below
+//!   ours on the path to the container's) with setns, keeping its credentials, and runs the
+//!   runtime there. `exec` needs that (the runtime's setns into the container needs
+//!   CAP_SYS_ADMIN over it); the others do it too, so every operation sees the container as its
+//!   creator did. A stopped container has no process to join: those operations run in place.
+
+use crate::args::{Global, Op};
+use crate::proxy;
+use crate::state::{self, StateDir};
+use anyhow::{Context, Result, bail};
+use common::runtime::{Runtime, RuntimeKind};
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub struct Ctx {
+    pub rt: Runtime,
+    pub root: PathBuf,
+    pub debug: bool,
+}
+
+/// The runtime's argv after the binary: global `--root`, then the operation's words.
+pub fn runtime_argv(root: &Path, words: Vec<OsString>) -> Vec<OsString> {
+    let mut v = vec![OsString::from("--root"), root.into()];
+    v.extend(words);
+    v
+}
+
+fn os<S: AsRef<std::ffi::OsStr>>(s: S) -> OsString {
+    s.as_ref().to_os_string()
+}
+
+impl Ctx {
+    fn command(&self, words: Vec<OsString>) -> Command {
+        let argv = runtime_argv(&self.root, words);
+        if self.debug {
+            let shown: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into()).collect();
+            eprintln!(
+                "DEBUG: {}: runtime argv: {} {}",
+                common::cli::program(),
+                self.rt.path.display(),
+                shown.join(" ")
+            );
+        }
+        let mut c = Command::new(&self.rt.path);
+        c.args(argv);
+        proxy::reset_mask_in_child(&mut c);
+        c
+    }
+
+    /// Does the runtime know container `id` (under `root`)?
+    fn knows(&self, root: &Path, id: &str) -> bool {
+        Command::new(&self.rt.path)
+            .args(runtime_argv(root, vec![os("state"), os(id)]))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Run the runtime; on failure, one FATAL-ready error with its last stderr line.
+    fn checked(&self, what: &str, words: Vec<OsString>, hint: &str) -> Result<()> {
+        let out = self
+            .command(words)
+            .stderr(Stdio::piped())
+            .output()
+            .with_context(|| format!("cannot run {}", self.rt.path.display()))?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            eprint!("{err}");
+            return Ok(());
+        }
+        bail!(
+            "{what} failed: {}{hint}",
+            last_line(&err).unwrap_or_else(|| format!(
+                "{} exited with {}",
+                self.rt.name(),
+                proxy::exit_code(out.status)
+            ))
+        )
+    }
+
+    /// Best-effort `delete --force`, for cleaning up after a failure.
+    fn force_delete(&self, id: &str) {
+        let _ = Command::new(&self.rt.path)
+            .args(runtime_argv(
+                &self.root,
+                vec![os("delete"), os("--force"), os(id)],
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn last_line(s: &str) -> Option<String> {
+    s.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+/// Build the context: the runtime (recorded at create for existing containers) and the root.
+fn context(g: &Global, recorded: Option<String>) -> Result<Ctx> {
+    let explicit = g.runtime.is_some()
+        || std::env::var(common::runtime::ENV_RUNTIME).is_ok_and(|v| !v.is_empty());
+    let wanted = if explicit {
+        g.runtime.clone()
+    } else {
+        recorded
+    };
+    let rt = common::runtime::select(wanted.as_deref())?;
+    let root = match &g.root {
+        Some(r) => {
+            let r = common::fsutil::absolute(r)?;
+            common::fsutil::private_dir(&r)?;
+            r
+        }
+        None => common::statedir::runtime_state_root()?,
+    };
+    Ok(Ctx {
+        rt,
+        root,
+        debug: g.debug || common::cli::debug_enabled(),
+    })
+}
+
+fn host_root_in_initial_ns() -> bool {
+    nix::unistd::geteuid().is_root() && common::userns::in_initial_userns()
+}
+
+/// For `run` and `create`: the crun hybrid-cgroup fix, which needs CAP_SYS_ADMIN.
+fn prepare_for_new_container(ctx: &Ctx) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        if ctx.rt.kind == RuntimeKind::Crun && common::cgroupfix::host_needs_fix() {
+            bail!(
+                "crun needs the hybrid-cgroup workaround here, which needs the outer user namespace: run 'oci-userns-starter -- oci-runtime-shim ...'"
+            );
+        }
+        return Ok(());
+    }
+    if ctx.rt.kind == RuntimeKind::Crun && common::cgroupfix::host_needs_fix() {
+        common::cgroupfix::apply()?;
+    }
+    Ok(())
+}
+
+/// For operations on an existing container: join its outer user namespace when needed.
+fn enter_container_ns(sd: Option<&StateDir>, strict: bool) -> Result<()> {
+    if host_root_in_initial_ns() {
+        return Ok(());
+    }
+    let Some(pid) = sd.and_then(StateDir::live_pid) else {
+        return Ok(());
+    };
+    match common::userns::join_outer_of(pid) {
+        Ok(_) => Ok(()),
+        Err(e) if strict => Err(e),
+        Err(e) => {
+            common::cli::debug(format!("not joining the container's namespace: {e:#}"));
+            Ok(())
+        }
+    }
+}
+
+fn check_bundle(bundle: &Path) -> Result<PathBuf> {
+    let b = common::fsutil::absolute(bundle)?;
+    if !b.is_dir() {
+        bail!(
+            "bundle {} does not exist or is not a directory",
+            b.display()
+        );
+    }
+    if !b.join("config.json").is_file() {
+        bail!("bundle {} has no config.json", b.display());
+    }
+    Ok(b)
+}
+
+/// An existing container: its state dir (if ours) and a context using its recorded runtime.
+fn existing(g: &Global, id: &str) -> Result<(Ctx, Option<StateDir>)> {
+    common::statedir::check_container_id(id)?;
+    let root_guess = match &g.root {
+        Some(r) => common::fsutil::absolute(r)?,
+        None => common::statedir::runtime_state_root()?,
+    };
+    let sd = StateDir::open(&root_guess, id)?;
+    let ctx = context(g, sd.as_ref().and_then(StateDir::runtime))?;
+    if sd.is_none() && !ctx.knows(&ctx.root, id) {
+        bail!(
+            "no such container '{id}' (state root {})",
+            ctx.root.display()
+        );
+    }
+    Ok((ctx, sd))
+}
+
+/// Removes a half-made state dir unless disarmed.
+struct SdGuard(Option<StateDir>);
+impl Drop for SdGuard {
+    fn drop(&mut self) {
+        if let Some(sd) = self.0.take() {
+            let _ = sd.remove();
+        }
+    }
+}
+
+pub fn dispatch(g: Global, op: Op) -> Result<i32> {
+    match op {
+        Op::Run {
+            bundle,
+            pid_file,
+            id,
+        } => run(&g, &bundle, pid_file, id),
+        Op::Create {
+            bundle,
+            pid_file,
+            id,
+        } => create(&g, &bundle, pid_file, &id),
+        Op::Start(id) => simple(&g, &id, "start", vec![], ""),
+        Op::State(id) => simple(&g, &id, "state", vec![], ""),
+        Op::List => {
+            let ctx = context(&g, None)?;
+            ctx.checked("list", vec![os("list")], "")?;
+            Ok(0)
+        }
+        Op::Kill { id, signal } => {
+            let n = crate::signals::parse(&signal)?;
+            simple(&g, &id, "kill", vec![os(n.to_string())], "")
+        }
+        Op::Delete { id, force } => delete(&g, &id, force),
+        Op::Exec {
+            id,
+            tty,
+            env,
+            cwd,
+            command,
+        } => exec(&g, &id, tty, env, cwd, command),
+        Op::Pause(id) => simple(&g, &id, "pause", vec![], FREEZER_HINT),
+        Op::Resume(id) => simple(&g, &id, "resume", vec![], FREEZER_HINT),
+        Op::Update { id, from } => update(&g, &id, &from),
+    }
+}
+
+const FREEZER_HINT: &str = " (pause and resume need the cgroup freezer; rootless containers on hosts without cgroup delegation have none)";
+
+/// `OP ID` and `kill ID SIG`: join the container's namespace, run the runtime, FATAL on error.
+fn simple(g: &Global, id: &str, op: &str, extra: Vec<OsString>, hint: &str) -> Result<i32> {
+    let (ctx, sd) = existing(g, id)?;
+    enter_container_ns(sd.as_ref(), false)?;
+    let mut words = vec![os(op), os(id)];
+    words.extend(extra);
+    let hint = if nix::unistd::geteuid().is_root() && common::userns::in_initial_userns() {
+        ""
+    } else {
+        hint
+    };
+    ctx.checked(op, words, hint)?;
+    Ok(0)
+}
+
+fn run(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: Option<String>) -> Result<i32> {
+    let bundle = check_bundle(bundle)?;
+    let id = id.unwrap_or_else(|| format!("sioci-{}", common::fsutil::unique_suffix()));
+    common::statedir::check_container_id(&id)?;
+    let ctx = context(g, None)?;
+    prepare_for_new_container(&ctx)?;
+    let sd = SdGuard(Some(StateDir::create(&ctx.root, &id)?));
+    let dir = sd.0.as_ref().expect("state dir");
+    dir.record(&bundle, &ctx.rt.path)?;
+    let pid_file = match pid_file {
+        Some(p) => {
+            let p = common::fsutil::absolute(&p)?;
+            std::os::unix::fs::symlink(&p, dir.pid_file()).context("cannot link the pid file")?;
+            p
+        }
+        None => dir.pid_file(),
+    };
+    let mut cmd = ctx.command(vec![
+        os("run"),
+        os("--bundle"),
+        os(&bundle),
+        os("--pid-file"),
+        os(&pid_file),
+        os(&id),
+    ]);
+    cmd.current_dir(&bundle);
+    let outcome = proxy::run_with_proxy(&mut cmd)?;
+    if outcome.killed {
+        // The runtime died before it could remove its state: do it for it.
+        ctx.force_delete(&id);
+    }
+    Ok(outcome.code)
+}
+
+fn create(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: &str) -> Result<i32> {
+    let bundle = check_bundle(bundle)?;
+    common::statedir::check_container_id(id)?;
+    let ctx = context(g, None)?;
+    let mut guard = SdGuard(Some(StateDir::create(&ctx.root, id)?));
+    let sd = guard.0.as_ref().expect("state dir");
+    sd.record(&bundle, &ctx.rt.path)?;
+    state::lock_bundle(&bundle, id, &ctx.root, |h| ctx.knows(&h.root, &h.id))?;
+    let made = (|| -> Result<()> {
+        prepare_for_new_container(&ctx)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(sd.container_log())
+            .context("cannot open the container log")?;
+        let mut cmd = ctx.command(vec![
+            os("--log"),
+            os(sd.runtime_log()),
+            os("create"),
+            os("--bundle"),
+            os(&bundle),
+            os("--pid-file"),
+            os(sd.pid_file()),
+            os(id),
+        ]);
+        // `--log` is a global runtime option: runtime_argv keeps it before the operation.
+        cmd.current_dir(&bundle)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let st = cmd.status().context("cannot start the runtime")?;
+        if !st.success() {
+            let msg = [sd.runtime_log(), sd.container_log()]
+                .iter()
+                .filter_map(|p| std::fs::read_to_string(p).ok())
+                .filter_map(|t| last_line(&t))
+                .next()
+                .unwrap_or_else(|| {
+                    format!("{} exited with {}", ctx.rt.name(), proxy::exit_code(st))
+                });
+            bail!("create failed: {msg}");
+        }
+        Ok(())
+    })();
+    if let Err(e) = made {
+        ctx.force_delete(id);
+        let _ = state::release_bundle(&bundle, id);
+        return Err(e);
+    }
+    if let Some(p) = pid_file {
+        let pid = std::fs::read(sd.pid_file()).context("the runtime wrote no pid file")?;
+        common::fsutil::atomic_write(&common::fsutil::absolute(&p)?, &pid, 0o644)?;
+    }
+    guard.0 = None;
+    Ok(0)
+}
+
+fn delete(g: &Global, id: &str, force: bool) -> Result<i32> {
+    let (ctx, sd) = existing(g, id)?;
+    enter_container_ns(sd.as_ref(), false)?;
+    let mut words = vec![os("delete")];
+    if force {
+        words.push(os("--force"));
+    }
+    words.push(os(id));
+    if let Err(e) = ctx.checked("delete", words, "") {
+        if ctx.knows(&ctx.root, id) || sd.is_none() {
+            return Err(e);
+        }
+        common::cli::warn(format!(
+            "the runtime no longer knows container '{id}'; removing its leftover state"
+        ));
+    }
+    if let Some(sd) = sd {
+        if let Some(b) = sd.bundle() {
+            state::release_bundle(&b, id)?;
+        }
+        sd.remove()?;
+    }
+    Ok(0)
+}
+
+fn exec(
+    g: &Global,
+    id: &str,
+    tty: bool,
+    env: Vec<String>,
+    cwd: Option<String>,
+    command: Vec<String>,
+) -> Result<i32> {
+    let (ctx, sd) = existing(g, id)?;
+    enter_container_ns(sd.as_ref(), true)?;
+    let mut words = vec![os("exec")];
+    if tty {
+        words.push(os("--tty"));
+    }
+    for e in env {
+        words.extend([os("--env"), os(e)]);
+    }
+    if let Some(c) = cwd {
+        words.extend([os("--cwd"), os(c)]);
+    }
+    words.push(os(id));
+    words.extend(command.into_iter().map(os));
+    // Replace the shim with the runtime: its exit status (the command's) and signals pass
+    // through untouched, with no proxy.
+    let err = ctx.command(words).exec();
+    Err(err).with_context(|| format!("cannot execute {}", ctx.rt.path.display()))
+}
+
+fn update(g: &Global, id: &str, from: &str) -> Result<i32> {
+    let (ctx, sd) = existing(g, id)?;
+    let mut tmp = None;
+    let file = if from == "-" {
+        // The runtime's stdin is not the user's in every runtime (SingularityCE never passed it,
+        // §9.2): copy stdin to a private file and hand the runtime that.
+        let dir = sd
+            .as_ref()
+            .map(|s| s.dir.clone())
+            .unwrap_or_else(|| ctx.root.clone());
+        let p = dir.join(format!(".update-{}.json", common::fsutil::unique_suffix()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .with_context(|| format!("cannot create {}", p.display()))?;
+        tmp = Some(p.clone());
+        let copied = std::io::copy(&mut std::io::stdin().lock().take(16 << 20), &mut f);
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&p);
+            return Err(e).context("cannot read the resources from stdin");
+        }
+        p
+    } else {
+        let p = common::fsutil::absolute(Path::new(from))?;
+        if !p.is_file() {
+            bail!("resources file {} does not exist", p.display());
+        }
+        p
+    };
+    let result = (|| {
+        enter_container_ns(sd.as_ref(), false)?;
+        ctx.checked(
+            "update",
+            vec![os("update"), os("--resources"), os(&file), os(id)],
+            "",
+        )
+    })();
+    if let Some(t) = tmp {
+        let _ = std::fs::remove_file(t);
+    }
+    result.map(|()| 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_comes_first_and_log_before_the_operation() {
+        let v = runtime_argv(
+            Path::new("/run/x"),
+            vec![os("--log"), os("/l"), os("create"), os("c")],
+        );
+        let s: Vec<_> = v.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(s, ["--root", "/run/x", "--log", "/l", "create", "c"]);
+    }
+
+    #[test]
+    fn last_line_skips_blank_tail() {
+        assert_eq!(last_line("a\nb\n\n  \n").as_deref(), Some("b"));
+        assert_eq!(last_line(""), None);
+    }
+}
