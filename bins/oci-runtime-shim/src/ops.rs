@@ -74,6 +74,7 @@ impl Ctx {
     fn checked(&self, what: &str, words: Vec<OsString>, hint: &str) -> Result<()> {
         let out = self
             .command(words)
+            .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
             .output()
             .with_context(|| format!("cannot run {}", self.rt.path.display()))?;
@@ -106,12 +107,25 @@ impl Ctx {
     }
 }
 
+/// The last non-empty line of a runtime's stderr, reduced to its message: runc logs
+/// `time="..." level=error msg="..."`, crun plain text.
 fn last_line(s: &str) -> Option<String> {
-    s.lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_string)
+    let line = s.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    Some(logfmt_msg(line).unwrap_or_else(|| line.to_string()))
+}
+
+fn logfmt_msg(line: &str) -> Option<String> {
+    let rest = &line[line.find(" msg=\"")? + 6..];
+    let mut msg = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => msg.push(chars.next()?),
+            '"' => return Some(msg),
+            c => msg.push(c),
+        }
+    }
+    None
 }
 
 /// Build the context: the runtime (recorded at create for existing containers) and the root.
@@ -479,5 +493,7 @@ mod tests {
     fn last_line_skips_blank_tail() {
         assert_eq!(last_line("a\nb\n\n  \n").as_deref(), Some("b"));
         assert_eq!(last_line(""), None);
+        let runc = r#"time="2026-11-29T04:15:04Z" level=error msg="cannot start \"x\" container""#;
+        assert_eq!(last_line(runc).as_deref(), Some(r#"cannot start "x" container"#));
     }
 }
