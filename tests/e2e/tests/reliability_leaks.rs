@@ -90,7 +90,7 @@ fn launch(ctx: &Ctx, kind: Kind, rng: &mut Rng, i: usize) {
             }
         }
         Kind::KilledBySignal => {
-            let out = ctx.front(&["exec", &img, "sh", "-c", "kill -KILL $$"]);
+            let out = ctx.front(&["exec", &img, "sh", "-c", "sh -c 'kill -KILL $$'; exit $?"]);
             if out.code != 137 {
                 out.fail(&format!(
                     "{what}: a command killed by SIGKILL must give 137"
@@ -107,7 +107,13 @@ fn launch(ctx: &Ctx, kind: Kind, rng: &mut Rng, i: usize) {
             out.assert_code(255);
         }
         Kind::SigtermMidRun => {
-            let mut child = spawn_front(ctx, &["exec", &img, "sleep", sleep_arg(ctx.profile)]);
+            // The container's init handles TERM (a process that is PID 1 of its PID namespace
+            // and has no handler never sees a TERM, as in any container runtime).
+            let script = format!(
+                "trap 'exit 143' TERM; sleep {} & wait",
+                sleep_arg(ctx.profile)
+            );
+            let mut child = spawn_front(ctx, &["exec", &img, "sh", "-c", &script]);
             let delay = Duration::from_millis(rng.range(100, 1500));
             std::thread::sleep(delay);
             // The front, as a batch system would signal it.
