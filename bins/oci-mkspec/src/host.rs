@@ -75,7 +75,10 @@ pub fn gather(need_subids: bool) -> Result<Host> {
         home,
         cwd,
         umask,
-        env: std::env::vars().collect(),
+        // Variables that are not UTF-8 cannot go into config.json; they are skipped.
+        env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
         // SAFETY: isatty only inspects the descriptor.
         terminal: unsafe { libc::isatty(0) == 1 },
         tty_gid,

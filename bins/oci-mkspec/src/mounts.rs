@@ -48,6 +48,8 @@ pub struct MountInputs<'a> {
     pub host_uid: u32,
     pub host_gid: u32,
     pub no_pid: bool,
+    /// A private network namespace (`--net --network none`).
+    pub net: bool,
     pub no_compat: bool,
     pub allow_setuid: bool,
     pub keep_privs: bool,
@@ -161,10 +163,11 @@ pub fn build(i: &MountInputs, warn: &mut dyn FnMut(String)) -> Result<Vec<Value>
             ));
         }
     }
-    // 2. /sys: sysfs needs real root (a user namespace may only mount sysfs in a network
-    // namespace it owns), so everyone else gets the host's /sys read-only.
+    // 2. /sys: a user namespace may mount sysfs only in a network namespace it owns, so without
+    // --net an unprivileged container gets the host's /sys read-only. Beyond Singularity: with
+    // --net it gets its own sysfs, which shows the container's interfaces, not the host's.
     if !i.no_mount("sys") {
-        if i.host_root {
+        if i.host_root || i.net {
             v.push(m(
                 "/sys",
                 "sysfs",
@@ -366,7 +369,8 @@ pub fn build(i: &MountInputs, warn: &mut dyn FnMut(String)) -> Result<Vec<Value>
         if i.no_mount(dest) {
             continue;
         }
-        v.push(m(dest, "bind", src, o(&["bind", "nosuid", "nodev"])));
+        // rbind, not bind: crun drops nosuid/nodev of a plain "bind" in a user namespace.
+        v.push(m(dest, "bind", src, o(&["rbind", "nosuid", "nodev"])));
     }
     // --no-mount values with no effect.
     for n in i.no_mount {

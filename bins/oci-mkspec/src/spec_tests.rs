@@ -16,11 +16,19 @@ fn testdata() -> PathBuf {
 
 fn host(uid: u32, subids: Option<(u32, u32)>) -> Host {
     let user = PasswdEntry {
-        name: if uid == 0 { "root".into() } else { "alice".into() },
+        name: if uid == 0 {
+            "root".into()
+        } else {
+            "alice".into()
+        },
         uid,
         gid: uid,
         gecos: "Alice".into(),
-        home: if uid == 0 { "/root".into() } else { "/home/alice".into() },
+        home: if uid == 0 {
+            "/root".into()
+        } else {
+            "/home/alice".into()
+        },
         shell: "/bin/bash".into(),
     };
     Host {
@@ -36,9 +44,17 @@ fn host(uid: u32, subids: Option<(u32, u32)>) -> Host {
             home: "/root".into(),
             shell: "/bin/bash".into(),
         }),
-        group_name: Some(if uid == 0 { "root".into() } else { "alice".into() }),
+        group_name: Some(if uid == 0 {
+            "root".into()
+        } else {
+            "alice".into()
+        }),
         root_group_name: Some("root".into()),
-        home: if uid == 0 { "/root".into() } else { "/home/alice".into() },
+        home: if uid == 0 {
+            "/root".into()
+        } else {
+            "/home/alice".into()
+        },
         cwd: "/work/dir".into(),
         umask: 0o022,
         env: vec![
@@ -83,7 +99,13 @@ fn opts(args: &[&str]) -> (Options, Vec<String>) {
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/ash\n";
 const GROUP: &str = "root:x:0:\n";
 
-fn build_with(args: &[&str], h: &Host, img: &ImageFacts, passwd: Option<&str>, crun: Option<bool>) -> anyhow::Result<Built> {
+fn build_with(
+    args: &[&str],
+    h: &Host,
+    img: &ImageFacts,
+    passwd: Option<&str>,
+    crun: Option<bool>,
+) -> anyhow::Result<Built> {
     let (o, cmd) = opts(args);
     let dir_exists = |p: &str| p == "/" || p == "/etc";
     let facts = RootfsFacts {
@@ -93,7 +115,11 @@ fn build_with(args: &[&str], h: &Host, img: &ImageFacts, passwd: Option<&str>, c
         dir_exists: &dir_exists,
     };
     let resources = crate::cgroups::requested(&o.cgroups, h.ncpus)?;
-    let action = o.action.unwrap_or(if cmd.is_empty() { Action::Run } else { Action::Exec });
+    let action = o.action.unwrap_or(if cmd.is_empty() {
+        Action::Run
+    } else {
+        Action::Exec
+    });
     spec::build(&Inputs {
         opts: &o,
         action,
@@ -123,7 +149,10 @@ fn validate(config: &Value) {
         .iter_errors(config)
         .map(|e| format!("{e} at {}", e.instance_path()))
         .collect();
-    assert!(errs.is_empty(), "config.json fails the runtime-spec schema: {errs:#?}");
+    assert!(
+        errs.is_empty(),
+        "config.json fails the runtime-spec schema: {errs:#?}"
+    );
 }
 
 fn golden(name: &str, b: &Built) {
@@ -135,7 +164,8 @@ fn golden(name: &str, b: &Built) {
         return;
     }
     let want: Value = serde_json::from_slice(
-        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display())),
+        &std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display())),
     )
     .unwrap();
     assert_eq!(got, want, "{name}: config differs from {}", path.display());
@@ -143,14 +173,28 @@ fn golden(name: &str, b: &Built) {
 
 #[test]
 fn golden_root_default() {
-    let b = build_with(&["--", "echo", "hi"], &host(0, None), &image(), Some(PASSWD), None).unwrap();
+    let b = build_with(
+        &["--", "echo", "hi"],
+        &host(0, None),
+        &image(),
+        Some(PASSWD),
+        None,
+    )
+    .unwrap();
     assert!(!b.inner_userns);
     golden("root-default", &b);
 }
 
 #[test]
 fn golden_user_default_subids() {
-    let b = build_with(&["--", "id"], &host(1000, Some((65536, 65536))), &image(), Some(PASSWD), None).unwrap();
+    let b = build_with(
+        &["--", "id"],
+        &host(1000, Some((65536, 65536))),
+        &image(),
+        Some(PASSWD),
+        None,
+    )
+    .unwrap();
     assert!(b.inner_userns);
     assert_eq!((b.uid, b.gid), (1000, 1000));
     golden("user-default", &b);
@@ -158,20 +202,44 @@ fn golden_user_default_subids() {
 
 #[test]
 fn golden_user_single_id_crun() {
-    let b = build_with(&["--", "id"], &host(1000, None), &image(), Some(PASSWD), Some(true)).unwrap();
-    assert_eq!(b.config["linux"]["uidMappings"], json!([{"containerID": 1000, "hostID": 0, "size": 1}]));
+    let b = build_with(
+        &["--", "id"],
+        &host(1000, None),
+        &image(),
+        Some(PASSWD),
+        Some(true),
+    )
+    .unwrap();
+    assert_eq!(
+        b.config["linux"]["uidMappings"],
+        json!([{"containerID": 1000, "hostID": 0, "size": 1}])
+    );
     golden("user-single-id", &b);
 }
 
 #[test]
 fn single_id_with_runc_is_a_clear_error() {
-    let e = build_with(&["--", "id"], &host(1000, None), &image(), Some(PASSWD), Some(false)).unwrap_err();
+    let e = build_with(
+        &["--", "id"],
+        &host(1000, None),
+        &image(),
+        Some(PASSWD),
+        Some(false),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("runc cannot run"), "{e}");
 }
 
 #[test]
 fn golden_fakeroot() {
-    let b = build_with(&["--fakeroot", "--", "id"], &host(1000, Some((65536, 65536))), &image(), Some(PASSWD), None).unwrap();
+    let b = build_with(
+        &["--fakeroot", "--", "id"],
+        &host(1000, Some((65536, 65536))),
+        &image(),
+        Some(PASSWD),
+        None,
+    )
+    .unwrap();
     assert!(!b.inner_userns);
     assert_eq!((b.uid, b.gid), (0, 0));
     golden("fakeroot", &b);
@@ -181,11 +249,36 @@ fn golden_fakeroot() {
 fn golden_root_many_flags() {
     let b = build_with(
         &[
-            "--no-compat", "--bind", "/etc:/hostetc:ro", "--mount", "src=/usr,dst=/hostusr",
-            "--scratch", "/scratch", "--hostname", "box", "--dns", "8.8.8.8", "--net", "--network",
-            "none", "--no-pid", "--add-caps", "sys_admin", "--drop-caps", "CAP_CHOWN", "--env",
-            "A=1,B=2", "--allow-setuid", "--memory", "500M", "--pids-limit", "10", "--cwd", "/etc",
-            "--", "true",
+            "--no-compat",
+            "--bind",
+            "/etc:/hostetc:ro",
+            "--mount",
+            "src=/usr,dst=/hostusr",
+            "--scratch",
+            "/scratch",
+            "--hostname",
+            "box",
+            "--dns",
+            "8.8.8.8",
+            "--net",
+            "--network",
+            "none",
+            "--no-pid",
+            "--add-caps",
+            "sys_admin",
+            "--drop-caps",
+            "CAP_CHOWN",
+            "--env",
+            "A=1,B=2",
+            "--allow-setuid",
+            "--memory",
+            "500M",
+            "--pids-limit",
+            "10",
+            "--cwd",
+            "/etc",
+            "--",
+            "true",
         ],
         &host(0, None),
         &image(),
@@ -202,7 +295,14 @@ fn golden_user_image_user() {
     img.user = "testuser".into();
     img.working_dir = "/home/testuser".into();
     let passwd = "root:x:0:0::/root:/bin/sh\ntestuser:x:2000:2000::/home/testuser:/bin/sh\n";
-    let b = build_with(&["--action", "run"], &host(1000, Some((65536, 65536))), &img, Some(passwd), None).unwrap();
+    let b = build_with(
+        &["--action", "run"],
+        &host(1000, Some((65536, 65536))),
+        &img,
+        Some(passwd),
+        None,
+    )
+    .unwrap();
     assert_eq!((b.uid, b.gid), (2000, 2000));
     assert!(b.etc_files.iter().all(|(n, _)| n == "resolv.conf"));
     golden("user-image-user", &b);
@@ -214,7 +314,14 @@ fn custom_home_with_image_user_is_refused() {
     img.user = "testuser".into();
     let passwd = "testuser:x:2000:2000::/home/testuser:/bin/sh\n";
     for h in [host(0, None), host(1000, Some((65536, 65536)))] {
-        let e = build_with(&["--home", "/tmp", "--", "true"], &h, &img, Some(passwd), None).unwrap_err();
+        let e = build_with(
+            &["--home", "/tmp", "--", "true"],
+            &h,
+            &img,
+            Some(passwd),
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("custom --home"), "{e}");
     }
 }
@@ -223,14 +330,27 @@ fn custom_home_with_image_user_is_refused() {
 fn image_user_needs_subids() {
     let mut img = image();
     img.user = "2000".into();
-    let e = build_with(&["--", "id"], &host(1000, None), &img, Some(PASSWD), Some(true)).unwrap_err();
+    let e = build_with(
+        &["--", "id"],
+        &host(1000, None),
+        &img,
+        Some(PASSWD),
+        Some(true),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("subordinate IDs"), "{e}");
 }
 
 #[test]
 fn unsupported_options_are_one_error() {
-    let e = build_with(&["--boot", "--contain", "--fusemount", "x", "--", "true"], &host(0, None), &image(), Some(PASSWD), None)
-        .unwrap_err();
+    let e = build_with(
+        &["--boot", "--contain", "--fusemount", "x", "--", "true"],
+        &host(0, None),
+        &image(),
+        Some(PASSWD),
+        None,
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "while configuring container: not supported by OCI launcher: FuseMount,Boot,Contain"
@@ -240,8 +360,18 @@ fn unsupported_options_are_one_error() {
 #[test]
 fn cgroup_limits_need_root_here() {
     let h = host(1000, Some((65536, 65536)));
-    let e = build_with(&["--cpus", "1", "--", "true"], &h, &image(), Some(PASSWD), None).unwrap_err();
-    assert!(e.to_string().contains("does not support cgroup management"), "{e}");
+    let e = build_with(
+        &["--cpus", "1", "--", "true"],
+        &h,
+        &image(),
+        Some(PASSWD),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("does not support cgroup management"),
+        "{e}"
+    );
     let b = build_with(&["--", "true"], &h, &image(), Some(PASSWD), None).unwrap();
     assert_eq!(b.config["linux"]["resources"], json!({}));
 }
@@ -249,39 +379,104 @@ fn cgroup_limits_need_root_here() {
 #[test]
 fn no_mount_dev_and_devpts_are_errors() {
     for v in ["dev", "devpts"] {
-        let e = build_with(&["--no-mount", v, "--", "true"], &host(0, None), &image(), Some(PASSWD), None).unwrap_err();
+        let e = build_with(
+            &["--no-mount", v, "--", "true"],
+            &host(0, None),
+            &image(),
+            Some(PASSWD),
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("OCI-mode requires"), "{e}");
     }
 }
 
 #[test]
 fn no_mount_removes_defaults() {
-    let b = build_with(&["--no-mount", "proc,sys,tmp,home,/etc/resolv.conf", "--", "true"], &host(0, None), &image(), Some(PASSWD), None)
-        .unwrap();
-    let dests: Vec<&str> = b.config["mounts"].as_array().unwrap().iter().map(|m| m["destination"].as_str().unwrap()).collect();
-    for gone in ["/proc", "/sys", "/tmp", "/var/tmp", "/root", "/etc/resolv.conf"] {
+    let b = build_with(
+        &[
+            "--no-mount",
+            "proc,sys,tmp,home,/etc/resolv.conf",
+            "--",
+            "true",
+        ],
+        &host(0, None),
+        &image(),
+        Some(PASSWD),
+        None,
+    )
+    .unwrap();
+    let dests: Vec<&str> = b.config["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["destination"].as_str().unwrap())
+        .collect();
+    for gone in [
+        "/proc",
+        "/sys",
+        "/tmp",
+        "/var/tmp",
+        "/root",
+        "/etc/resolv.conf",
+    ] {
         assert!(!dests.contains(&gone), "{gone} still mounted: {dests:?}");
     }
-    assert_eq!(b.config["process"]["cwd"], "/", "home not mounted and absent: cwd falls back to /");
+    assert_eq!(
+        b.config["process"]["cwd"], "/",
+        "home not mounted and absent: cwd falls back to /"
+    );
 }
 
 #[test]
 fn writable_tmpfs_and_no_compat_readonly() {
     let h = host(0, None);
-    let ro = |a: &[&str]| build_with(a, &h, &image(), Some(PASSWD), None).unwrap().config["root"]["readonly"].clone();
+    let ro = |a: &[&str]| {
+        build_with(a, &h, &image(), Some(PASSWD), None)
+            .unwrap()
+            .config["root"]["readonly"]
+            .clone()
+    };
     assert_eq!(ro(&["--", "true"]), json!(false));
     assert_eq!(ro(&["--no-compat", "--", "true"]), json!(true));
-    assert_eq!(ro(&["--no-compat", "--writable-tmpfs", "--", "true"]), json!(false));
+    assert_eq!(
+        ro(&["--no-compat", "--writable-tmpfs", "--", "true"]),
+        json!(false)
+    );
 }
 
 #[test]
 fn allow_setuid_drops_nosuid_on_user_mounts_only() {
     let h = host(1000, Some((65536, 65536)));
-    let b = build_with(&["--scratch", "/scratch", "--bind", "/etc:/bind:ro", "--allow-setuid", "--", "true"], &h, &image(), Some(PASSWD), None)
-        .unwrap();
+    let b = build_with(
+        &[
+            "--scratch",
+            "/scratch",
+            "--bind",
+            "/etc:/bind:ro",
+            "--allow-setuid",
+            "--",
+            "true",
+        ],
+        &h,
+        &image(),
+        Some(PASSWD),
+        None,
+    )
+    .unwrap();
     let opts_of = |d: &str| -> Vec<String> {
-        let m = b.config["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == d).unwrap();
-        m["options"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+        let m = b.config["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == d)
+            .unwrap();
+        m["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
     };
     for d in ["/scratch", "/bind"] {
         assert!(!opts_of(d).contains(&"nosuid".to_string()), "{d}");
@@ -317,7 +512,15 @@ fn var_tmp_link_drops_the_var_tmp_mount() {
         runtime_is_crun: None,
     })
     .unwrap();
-    let dests: Vec<&str> = b.config["mounts"].as_array().unwrap().iter().map(|m| m["destination"].as_str().unwrap()).collect();
-    assert!(dests.contains(&"/tmp") && !dests.contains(&"/var/tmp"), "{dests:?}");
+    let dests: Vec<&str> = b.config["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["destination"].as_str().unwrap())
+        .collect();
+    assert!(
+        dests.contains(&"/tmp") && !dests.contains(&"/var/tmp"),
+        "{dests:?}"
+    );
     assert_eq!(b.workdir_dirs, vec![PathBuf::from("/w/tmp")]);
 }
