@@ -179,7 +179,8 @@ fn oci_exec_containlibs() {
     for ctx in matrix_with(&THREE) {
         exec(
             &ctx,
-            &["--containlibs", "/etc/hosts"],
+            // The `=` form is one word, whatever value options the front knows.
+            &["--containlibs=/etc/hosts"],
             &["ls", "/.singularity.d/libs"],
         )
         .assert_success()
@@ -553,7 +554,8 @@ fn env_of(ctx: &Ctx, opts: &[&str], env: &[(&str, &str)], var: &str) -> Output {
     let mut a = vec!["exec"];
     a.extend_from_slice(opts);
     a.push(&image);
-    a.extend_from_slice(&["sh", "-c", &script]);
+    // /bin/sh: some rows set a PATH in which `sh` cannot be found.
+    a.extend_from_slice(&["/bin/sh", "-c", &script]);
     let mut c = ctx.front_cmd(&a);
     for (k, v) in env {
         c = c.env(*k, *v);

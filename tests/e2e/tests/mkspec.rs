@@ -177,7 +177,7 @@ fn help_and_version() {
         ctx.run("oci-mkspec", &["--bundle", "x", "--bogus"])
             .assert_fatal("unknown option '--bogus'");
         ctx.run("oci-mkspec", &["--bundle", "x"])
-            .assert_fatal("expected a 'rootfs' record");
+            .assert_fatal("'rootfs' record");
     }
 }
 
