@@ -148,7 +148,7 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -159,12 +159,12 @@ impl Rng {
 
     /// Uniform in [lo, hi).
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
+        lo + self.next_u64() % (hi - lo).max(1)
     }
 
     pub fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
+            let v = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
@@ -382,7 +382,7 @@ pub fn make_big_image(
     for i in 0..small {
         let rel = format!("many/d{:02}/f{i:05}.txt", i % 50);
         fs::create_dir_all(tree.join(format!("many/d{:02}", i % 50))).unwrap();
-        let len = (rng.next() % 2000) as usize;
+        let len = (rng.next_u64() % 2000) as usize;
         let mut b = vec![0u8; len];
         rng.fill(&mut b);
         fs::write(tree.join(&rel), &b).unwrap();
