@@ -295,7 +295,7 @@ fn assert_ran_fatal(r: &Ran, needles: &[&str], ctx: &Ctx, what: &str) {
 }
 
 #[test]
-fn newuidmap_not_setuid() {
+fn newuidmap_missing_or_not_setuid() {
     for ctx in matrix_with(&[Profile::User]) {
         warm(&ctx);
         let copy = ctx.dir().join("newuidmap.nosuid");
@@ -311,6 +311,18 @@ fn newuidmap_not_setuid() {
         );
         assert_ran_fatal(&r, &["newuidmap", "setuid"], &ctx, "newuidmap not setuid");
         assert_clean(&ctx, "newuidmap not setuid");
+
+        // Missing: /dev/null bound over it is not a regular file, which is what an absent
+        // helper looks like to the lookup (PATH, then /usr/bin; /bin is the same directory on
+        // a merged-/usr system, so a PATH without it cannot hide it).
+        let r = run_in_private_ns(
+            &ctx,
+            "mount --bind /dev/null /usr/bin/newuidmap",
+            &[front.to_str().unwrap(), "exec", &oci_ref("busybox"), "true"],
+            FAST * 2,
+        );
+        assert_ran_fatal(&r, &["newuidmap"], &ctx, "newuidmap missing");
+        assert_clean(&ctx, "newuidmap missing");
         // The host's newuidmap was never touched.
         let m = std::fs::metadata("/usr/bin/newuidmap").unwrap();
         assert_ne!(
