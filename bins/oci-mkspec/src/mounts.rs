@@ -50,6 +50,8 @@ pub struct MountInputs<'a> {
     pub no_pid: bool,
     /// A private network namespace (`--net --network none`).
     pub net: bool,
+    /// Root asked for a user namespace (`--userns`).
+    pub userns: bool,
     pub no_compat: bool,
     pub allow_setuid: bool,
     pub keep_privs: bool,
@@ -167,7 +169,7 @@ pub fn build(i: &MountInputs, warn: &mut dyn FnMut(String)) -> Result<Vec<Value>
     // --net an unprivileged container gets the host's /sys read-only. Beyond Singularity: with
     // --net it gets its own sysfs, which shows the container's interfaces, not the host's.
     if !i.no_mount("sys") {
-        if i.host_root || i.net {
+        if (i.host_root && !i.userns) || i.net {
             v.push(m(
                 "/sys",
                 "sysfs",

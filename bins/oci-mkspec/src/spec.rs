@@ -316,6 +316,7 @@ pub fn build(i: &Inputs) -> Result<Built> {
             host_gid: h.gid,
             no_pid: o.no_pid,
             net: o.net,
+            userns: o.userns,
             no_compat: o.no_compat,
             allow_setuid: o.allow_setuid,
             keep_privs: o.keep_privs,

@@ -871,3 +871,60 @@ fn cgroup_flags_unprivileged() {
         ctx.assert_no_leftovers();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// ociNo-setgroups (crun only) and the single-ID fallback (beyond Singularity)
+
+#[test]
+fn oci_no_setgroups() {
+    for ctx in matrix_with(&[Profile::User]) {
+        let out = exec(&ctx, &["--no-setgroups"], &["id", "-G"]);
+        match ctx.rt {
+            Rt::Crun => {
+                out.assert_success();
+                let first = out.stdout.split_whitespace().next().unwrap_or("");
+                if first != ctx.gid().to_string() {
+                    out.fail("expected the primary gid first");
+                }
+            }
+            Rt::Runc => {
+                out.assert_fatal("does not support --no-setgroups");
+            }
+        }
+        ctx.assert_no_leftovers();
+    }
+}
+
+/// Without subordinate IDs, crun keeps the caller's identity with a one-ID map. runc requires
+/// container uid 0 to be mapped, which a one-ID namespace cannot combine with the caller's uid:
+/// a clear error suggesting crun or --fakeroot; --fakeroot works with both.
+#[test]
+fn single_id_fallback() {
+    for ctx in matrix_with(&[Profile::UserNoSubids]) {
+        let out = exec(&ctx, &[], &["sh", "-c", "id -u; cat /proc/self/uid_map"]);
+        match ctx.rt {
+            Rt::Crun => {
+                out.assert_success();
+                let l = out.lines();
+                let map: Vec<&str> = l
+                    .get(1)
+                    .map(|m| m.split_whitespace().collect())
+                    .unwrap_or_default();
+                if l.first() != Some(&&*ctx.uid().to_string())
+                    || map != [&*ctx.uid().to_string(), "0", "1"]
+                {
+                    out.fail("expected the caller's uid and the one-entry map 'UID 0 1'");
+                }
+            }
+            Rt::Runc => {
+                out.assert_code(255).assert_stderr_contains(
+                    "runc cannot run the unprivileged default without subordinate IDs",
+                );
+            }
+        }
+        ctx.front(&["exec", "--fakeroot", &bb(), "id", "-u"])
+            .assert_success()
+            .assert_stdout_eq("0");
+        ctx.assert_no_leftovers();
+    }
+}
