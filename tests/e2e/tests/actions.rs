@@ -836,6 +836,53 @@ fn cgroup_flags_root() {
             let got = cgroup_file(&ctx, opts, controller, file);
             assert_eq!(&got, want, "[{}] {opts:?}: {controller}/{file}", ctx.name);
         }
+        assert_eq!(
+            cgroup_file(
+                &ctx,
+                &["--memory-swap", "500M", "--memory", "250M"],
+                "memory",
+                "memory.memsw.limit_in_bytes"
+            ),
+            "524288000",
+            "[{}] --memory-swap",
+            ctx.name
+        );
+        let oom = cgroup_file(
+            &ctx,
+            &["--oom-kill-disable"],
+            "memory",
+            "memory.oom_control",
+        );
+        assert!(
+            oom.contains("oom_kill_disable 1"),
+            "[{}] --oom-kill-disable: {oom}",
+            ctx.name
+        );
+        // --blkio-weight: this kernel has BFQ, so only blkio.bfq.weight exists. runc 1.1 writes
+        // it; crun 1.8.1 writes blkio.weight and fails (a runtime error, exit 1).
+        match ctx.rt {
+            Rt::Runc => assert_eq!(
+                cgroup_file(&ctx, &["--blkio-weight", "50"], "blkio", "blkio.bfq.weight"),
+                "50"
+            ),
+            Rt::Crun => {
+                exec(&ctx, &["--blkio-weight", "50"], &["true"])
+                    .assert_code(1)
+                    .assert_stderr_contains("blkio.weight");
+            }
+        }
+        // A memory limit the container exceeds: the kernel kills it (SIGKILL, 137; SingularityCE
+        // reports crun's 1 here, the shim passes 128+signal through).
+        exec(
+            &ctx,
+            &["--memory", "20M"],
+            &[
+                "sh",
+                "-c",
+                "x=$(head -c 60000000 /dev/zero | tr '\\0' a); echo ${#x}",
+            ],
+        )
+        .assert_code(137);
         let toml = ctx
             .write_file("limits.toml", "[pids]\nlimit = 77\n")
             .display()
