@@ -975,3 +975,69 @@ fn single_id_fallback() {
         ctx.assert_no_leftovers();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// ociIDMaps, ociRelWorkdirScratch, ociBinds (error rows)
+
+#[test]
+fn oci_id_maps_files_belong_to_the_caller() {
+    for ctx in matrix_with(&THREE) {
+        let d = ctx.mkdir("shared");
+        let spec = format!("{}:/test", d.display());
+        exec(&ctx, &["-B", &spec], &["touch", "/test/file"]).assert_success();
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(d.join("file")).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (ctx.uid(), ctx.gid()),
+            "[{}] owner on the host",
+            ctx.name
+        );
+        ctx.assert_no_leftovers();
+    }
+}
+
+#[test]
+fn oci_rel_workdir_scratch() {
+    for ctx in matrix_with(&THREE) {
+        exec(
+            &ctx,
+            &["--workdir", "./sub", "--scratch", "/myscratch"],
+            &["true"],
+        )
+        .assert_success();
+        assert!(
+            ctx.dir().join("sub/scratch/myscratch").is_dir(),
+            "[{}] relative workdir",
+            ctx.name
+        );
+        ctx.assert_no_leftovers();
+    }
+}
+
+#[test]
+fn oci_bind_errors() {
+    for ctx in matrix_with(&THREE) {
+        exec(&ctx, &["--bind", "/non/existent"], &["true"])
+            .assert_fatal("cannot stat bind source /non/existent");
+        exec(&ctx, &["--bind", "/etc:relative"], &["true"])
+            .assert_fatal("must be an absolute path");
+        exec(&ctx, &["--bind", "/etc:/x:bogus"], &["true"]).assert_fatal("not a valid bind option");
+        exec(
+            &ctx,
+            &["--mount", "type=bind,source=/etc,destination=/hostetc"],
+            &["test", "-f", "/hostetc/hostname"],
+        )
+        .assert_success();
+        exec(
+            &ctx,
+            &[
+                "--mount",
+                "source=/etc,destination=/hostetc,bind-propagation=shared",
+            ],
+            &["true"],
+        )
+        .assert_fatal("bind-propagation");
+        ctx.assert_no_leftovers();
+    }
+}
