@@ -418,3 +418,60 @@ fn flag_heavy_config_validates_and_runs() {
         ctx.assert_no_leftovers();
     }
 }
+
+/// A private unpack (`oci-unpack --bundle B`): the rootfs is B/rootfs itself, writable, with no
+/// overlay and no rootfs.lower.
+#[test]
+fn private_unpack_bundle() {
+    for ctx in matrix_with(&THREE) {
+        let b = ctx.dir().join("UB");
+        let f = fakeroot_flag(&ctx);
+        let script = format!(
+            "oci-fetch {img} | oci-unpack --bundle {b} | oci-mkspec --bundle {b} {f} -- sh -c 'touch /written && id -u' > rec.json && oci-userns-starter {f} -- oci-runtime-shim run --bundle {b}",
+            img = oci_ref("busybox"),
+            b = b.display(),
+        );
+        let want = if ctx.profile == Profile::User {
+            ctx.uid()
+        } else {
+            0
+        };
+        ctx.run("sh", &["-c", &script])
+            .assert_success()
+            .assert_stdout_eq(&want.to_string());
+        let rec: Value =
+            serde_json::from_slice(&std::fs::read(ctx.dir().join("rec.json")).unwrap()).unwrap();
+        assert!(rec.get("rootfsLower").is_none(), "{rec}");
+        assert!(!b.join("rootfs.lower").exists());
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(b.join("rootfs/written")).unwrap();
+        assert_eq!(
+            m.uid(),
+            ctx.uid(),
+            "[{}] the file written into the private rootfs",
+            ctx.name
+        );
+        ctx.run("rm", &["-rf", &b.display().to_string()])
+            .assert_success();
+        // A writable record whose rootfs is not DIR/rootfs is refused.
+        let rec = rootfs_record(&ctx, &oci_ref("busybox"));
+        let mut v: Value = serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
+        v["readOnly"] = false.into();
+        std::fs::write(&rec, serde_json::to_vec(&v).unwrap()).unwrap();
+        let b2 = ctx.dir().join("B2");
+        ctx.run(
+            "oci-mkspec",
+            &[
+                "--input",
+                &rec.display().to_string(),
+                "--bundle",
+                &b2.display().to_string(),
+                "--",
+                "true",
+            ],
+        )
+        .assert_fatal("unpack with --bundle");
+        assert!(!b2.exists());
+        ctx.assert_no_leftovers();
+    }
+}
