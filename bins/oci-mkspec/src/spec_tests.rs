@@ -524,3 +524,91 @@ fn var_tmp_link_drops_the_var_tmp_mount() {
     );
     assert_eq!(b.workdir_dirs, vec![PathBuf::from("/w/tmp")]);
 }
+
+fn mount_of<'a>(b: &'a Built, dest: &str) -> &'a Value {
+    b.config["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == dest)
+        .unwrap_or_else(|| panic!("no mount at {dest}"))
+}
+
+/// sysfs needs a network namespace owned by the container's user namespace (or real root
+/// without a user namespace); otherwise the host's /sys is bound read-only.
+#[test]
+fn sysfs_or_bind_of_sys() {
+    let user = host(1000, Some((65536, 65536)));
+    let root = host(0, None);
+    let typ = |args: &[&str], h: &Host| {
+        let b = build_with(args, h, &image(), Some(PASSWD), None).unwrap();
+        mount_of(&b, "/sys")["type"].as_str().unwrap().to_string()
+    };
+    assert_eq!(typ(&["--", "true"], &root), "sysfs");
+    assert_eq!(typ(&["--userns", "--", "true"], &root), "bind");
+    assert_eq!(typ(&["--", "true"], &user), "bind");
+    assert_eq!(
+        typ(&["--net", "--network", "none", "--", "true"], &user),
+        "sysfs"
+    );
+    assert_eq!(typ(&["--fakeroot", "--", "true"], &user), "bind");
+}
+
+#[test]
+fn devpts_gid_only_for_real_root() {
+    let opts = |h: &Host| {
+        let b = build_with(&["--", "true"], h, &image(), Some(PASSWD), None).unwrap();
+        mount_of(&b, "/dev/pts")["options"].clone()
+    };
+    assert!(
+        opts(&host(0, None))
+            .as_array()
+            .unwrap()
+            .contains(&json!("gid=5"))
+    );
+    assert!(
+        !opts(&host(1000, Some((65536, 65536))))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o.as_str().unwrap().starts_with("gid="))
+    );
+}
+
+#[test]
+fn reverse_map_when_uid_beyond_the_range() {
+    let b = build_with(
+        &["--", "true"],
+        &host(70000, Some((65536, 65536))),
+        &image(),
+        Some(PASSWD),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        b.config["linux"]["uidMappings"],
+        json!([{"containerID": 0, "hostID": 1, "size": 65536}, {"containerID": 70000, "hostID": 0, "size": 1}])
+    );
+    let e = build_with(
+        &["--", "true"],
+        &host(1000, Some((1000, 65536))),
+        &image(),
+        Some(PASSWD),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("uid range size (1000) must be at least 65536"),
+        "{e}"
+    );
+    let e = build_with(
+        &["--", "true"],
+        &host(1000, Some((65536, 10))),
+        &image(),
+        Some(PASSWD),
+        None,
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("gid range size (10)"), "{e}");
+}
