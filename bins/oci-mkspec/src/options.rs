@@ -396,10 +396,9 @@ pub fn parse(args: Arguments, env: EnvLookup) -> Result<(Options, Vec<String>)> 
             unsupported.push(token.to_string());
         }
     }
-    // --compat turns on --no-init and --containall, both rejected (behaviour doc §2.1).
-    if o.compat {
-        unsupported.extend(["NoInit".to_string(), "ContainAll".to_string()]);
-    }
+    // --compat: SingularityCE turns on --no-init and --containall and then rejects both in OCI
+    // mode (quirk §9.5). Its OCI mode already is the compat mode (tmpfs home, /tmp, writable
+    // tmpfs rootfs, umask 0022, clean environment), so --compat is accepted as a no-op here.
     if o.net && o.network.as_deref().unwrap_or("bridge") != "none" {
         unsupported.push("Network (except none)".into());
     }
@@ -503,9 +502,9 @@ mod tests {
     }
 
     #[test]
-    fn compat_rejects_noinit_and_containall() {
+    fn compat_is_accepted() {
         let o = parse_with(&["--compat"], &[]).unwrap();
-        assert_eq!(o.unsupported, vec!["NoInit", "ContainAll"]);
+        assert!(o.compat && o.unsupported.is_empty());
     }
 
     #[test]
