@@ -138,6 +138,9 @@ fn wait_exit(sd: &Path) -> Result<Option<i32>> {
     loop {
         let step = files::wait_exit_status(sd, Duration::from_millis(200))?;
         if step.is_some() {
+            // conmon still runs the exit command (cleanup of its files); let it finish so that
+            // a `delete` typed right after this returns finds the container settled.
+            files::wait_monitor_gone(sd, Duration::from_secs(5));
             return Ok(step);
         }
         if !files::monitor_running(sd) || std::time::Instant::now() >= deadline {

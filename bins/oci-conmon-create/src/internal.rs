@@ -5,10 +5,11 @@
 //!   conmon can only exec a path, so the fix cannot be a flag: this mode applies
 //!   `common::cgroupfix::apply()` (a private mount namespace in which `/dev/null` hides the cgroup2
 //!   controllers) and execs RUNTIME with ARGS. Nothing changes outside that namespace.
-//! * `__exit-cleanup STATE_DIR`: conmon's `--exit-command`, run after the container has exited
-//!   and conmon has written the exit status. It removes conmon's FIFOs and socket from the bundle
-//!   and nothing else: the runtime keeps the container as `stopped`, so `state` still answers and
-//!   `oci-runtime-shim delete ID` removes it (runtime state, state directory, bundle lock).
+//! * `__exit-cleanup STATE_DIR BUNDLE`: conmon's `--exit-command`, run after the container has
+//!   exited and conmon has written the exit status. It removes conmon's FIFOs and socket from the
+//!   bundle and nothing else: the runtime keeps the container as `stopped`, so `state` still
+//!   answers and `oci-runtime-shim delete ID` removes it (runtime state, state directory, bundle
+//!   lock).
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -27,9 +28,10 @@ pub fn dispatch() {
     }
     if first == EXIT_CLEANUP {
         let sd = argv.next().map(PathBuf::from);
-        std::process::exit(match sd {
-            Some(sd) => exit_cleanup(&sd),
-            None => 2,
+        let bundle = argv.next().map(PathBuf::from);
+        std::process::exit(match (sd, bundle) {
+            (Some(sd), Some(bundle)) => exit_cleanup(&sd, &bundle),
+            _ => 2,
         });
     }
 }
@@ -54,12 +56,25 @@ fn runtime_wrapper(args: Vec<OsString>) -> i32 {
     127
 }
 
-fn exit_cleanup(sd: &Path) -> i32 {
-    // The container may have been deleted (`delete --force`) while running: then there is
-    // nothing of ours left to clean.
-    let Ok(bundle) = common::conmon::bundle_of(sd) else {
-        return 0;
+/// The FIFOs are removed only when they are certainly this conmon's: the state directory still
+/// names our parent (conmon forks the exit command) as its monitor, or the state directory is
+/// gone (the container is being deleted) and the bundle is unlocked or still locked by this
+/// container's id. A new container on the same bundle has its state directory before it takes
+/// the lock, so a quick `delete --force` + `create` never loses the new container's FIFOs.
+fn exit_cleanup(sd: &Path, bundle: &Path) -> i32 {
+    let parent = std::os::unix::process::parent_id() as i32;
+    let id = sd.file_name().map(|n| n.to_string_lossy().into_owned());
+    let ours = match common::conmon::read_pid(&sd.join(common::conmon::CONMON_PID)) {
+        Ok(pid) => pid == parent,
+        Err(_) if sd.exists() => false,
+        Err(_) => match common::bundlelock::holder(bundle) {
+            Ok(None) => true,
+            Ok(Some(Some(h))) => Some(h.id) == id,
+            _ => false,
+        },
     };
-    common::conmon::remove_bundle_leftovers(&bundle);
+    if ours {
+        common::conmon::remove_bundle_leftovers(bundle);
+    }
     0
 }

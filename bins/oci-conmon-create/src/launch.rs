@@ -113,6 +113,8 @@ fn conmon_args(plan: &Plan, self_exe: &std::path::Path) -> Vec<String> {
         crate::internal::EXIT_CLEANUP.into(),
         "--exit-command-arg".into(),
         sd.to_string_lossy().into_owned(),
+        "--exit-command-arg".into(),
+        plan.bundle.to_string_lossy().into_owned(),
     ]);
     // A terminal is a console socket handed to the runtime; otherwise stdout/stderr are pipes
     // and stdin is kept open for oci-attach.
