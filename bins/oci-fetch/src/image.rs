@@ -66,17 +66,30 @@ fn small_blob(
     if let Some(b) = store.read_small(&d, limit)? {
         return Ok(b);
     }
+    // Like layers, small blobs are fetched under their lock, so concurrent fetchers of one
+    // image ask the source once.
+    let _lock = store.cache().lock(&format!("blob-{}", d.hex()))?;
+    if let Some(b) = store.read_small(&d, limit)? {
+        return Ok(b);
+    }
     let mut attempt = 0;
     let bytes = loop {
         let got = src.read_small(desc, limit).and_then(|b| {
             if b.len() as u64 == desc.size {
                 return Ok(b);
             }
-            let msg = format!(
-                "size mismatch for {what} {d}: descriptor says {} bytes, got {}",
-                desc.size,
-                b.len()
-            );
+            let msg = if (b.len() as u64) < desc.size {
+                format!(
+                    "{what} {d} is truncated: got {} of {} bytes",
+                    b.len(),
+                    desc.size
+                )
+            } else {
+                format!(
+                    "size mismatch for {what} {d}: descriptor says {} bytes, got more",
+                    desc.size
+                )
+            };
             // A short body from the network is worth another try; from a file it is final.
             if src.retryable() && (b.len() as u64) < desc.size {
                 Err(anyhow::Error::new(Transient(msg)))

@@ -89,8 +89,13 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
         Some(v) => parse_bool(&v).context("--tls-verify")?,
         None => true,
     };
-    if args.opt_value_from_str::<_, String>("--docker-host")?.is_some() {
-        common::cli::warn("--docker-host is ignored: the docker-daemon: transport is not supported");
+    if args
+        .opt_value_from_str::<_, String>("--docker-host")?
+        .is_some()
+    {
+        common::cli::warn(
+            "--docker-host is ignored: the docker-daemon: transport is not supported",
+        );
     }
     let jobs = args.opt_value_from_str("--jobs")?.unwrap_or(3usize);
     if !(1..=16).contains(&jobs) {

@@ -904,9 +904,14 @@ fn bad_input_is_one_fatal_line_and_caches_nothing_unverified() {
     // Digest mismatch in the manifest: change its bytes, keep index.json.
     let mism = copy_fixture(&dir, "mismatch");
     let (mp, _) = manifest_of(&mism);
-    let mut b = std::fs::read(&mp).unwrap();
-    b.push(b' ');
-    std::fs::write(&mp, b).unwrap();
+    // Same size, different bytes: only the digest can tell.
+    let b = String::from_utf8(std::fs::read(&mp).unwrap()).unwrap();
+    assert!(b.contains("\"schemaVersion\":2"), "{b}");
+    std::fs::write(
+        &mp,
+        b.replacen("\"schemaVersion\":2", "\"schemaVersion\":3", 1),
+    )
+    .unwrap();
 
     // Corrupted layer (same size), and a truncated layer.
     let corrupt = copy_fixture(&dir, "corrupt");
