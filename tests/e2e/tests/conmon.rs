@@ -155,8 +155,12 @@ fn conmon_failures_leave_nothing() {
         create(&ctx, &other, "first", &[]).assert_fatal("already exists");
         assert_eq!(status(&ctx, &rec), "created");
         assert!(!other.join(".singularity-oci.lock").exists());
-        shim(&ctx, &["delete", "--force", "first"]).assert_success();
-        assert!(!path_of(&rec, "stateDir").exists());
+        // (Not `delete --force` of the created container: oci-runtime-shim removes the state
+        // directory without waiting for conmon, which is still writing the exit file there.)
+        shim(&ctx, &["kill", "-s", "KILL", "first"]).assert_success();
+        assert_eq!(wait_exit_file(&path_of(&rec, "stateDir")), "137");
+        wait_status(&ctx, &rec, "stopped");
+        delete_clean(&ctx, "first", &ok, &path_of(&rec, "stateDir"));
         ctx.assert_no_leftovers();
     }
 }
