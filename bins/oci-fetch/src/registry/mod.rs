@@ -464,12 +464,11 @@ impl ImageSource for Registry {
             if let Some(t) = from_cache(d, "")? {
                 return Ok(t);
             }
-        } else if self.offline {
-            if let Some((d, mt)) = load_ref(store, &self.r)
-                && let Some(t) = from_cache(&d, &mt)?
-            {
-                return Ok(t);
-            }
+        } else if self.offline
+            && let Some((d, mt)) = load_ref(store, &self.r)
+            && let Some(t) = from_cache(&d, &mt)?
+        {
+            return Ok(t);
         }
         if self.offline {
             bail!(
