@@ -178,3 +178,71 @@ fn conmon_unprivileged_needs_the_starter() {
         ctx.assert_no_leftovers();
     }
 }
+
+/// The real chain: a bundle made by the stages over the read-only rootfs cache, its overlay
+/// mounted by `oci-userns-starter --overlay` in a mount namespace that only conmon keeps alive
+/// after the starter's process is gone. The container writes into the overlay, a later `exec`
+/// sees it, the host sees no mount, and nothing stays mounted after the delete.
+#[test]
+fn conmon_stage_bundle_on_overlay() {
+    for ctx in matrix() {
+        let b = ctx.dir().join("sb");
+        let chain = format!(
+            "{} {} | {} | {} --bundle {} -- sh -c 'echo written > /marker; echo started; sleep 300' >/dev/null",
+            ctx.bin("oci-fetch"),
+            e2e::oci_ref("busybox"),
+            ctx.bin("oci-unpack"),
+            ctx.bin("oci-mkspec"),
+            b.display()
+        );
+        ctx.run("sh", &["-c", &chain]).assert_success();
+        assert!(
+            b.join("rootfs.lower").exists(),
+            "[{}] not an overlay bundle",
+            ctx.name
+        );
+        let out = ctx.run(
+            ctx.bin("oci-userns-starter"),
+            &[
+                "--overlay",
+                b.to_str().unwrap(),
+                "--",
+                &ctx.bin("oci-conmon-create"),
+                "--bundle",
+                b.to_str().unwrap(),
+                "ov",
+            ],
+        );
+        out.assert_success();
+        let rec: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        shim(&ctx, &["start", "ov"]).assert_success();
+        let sd = path_of(&rec, "stateDir");
+        let log = path_of(&rec, "logPath");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("started")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "[{}] no output",
+                ctx.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        shim(&ctx, &["exec", "ov", "cat", "/marker"])
+            .assert_success()
+            .assert_stdout_eq("written");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(b.to_str().unwrap()),
+            "[{}] the overlay is visible on the host",
+            ctx.name
+        );
+        shim(&ctx, &["kill", "-s", "KILL", "ov"]).assert_success();
+        assert_eq!(wait_exit_file(&sd), "137");
+        wait_status(&ctx, &rec, "stopped");
+        delete_clean(&ctx, "ov", &b, &sd);
+        ctx.assert_no_leftovers();
+    }
+}
