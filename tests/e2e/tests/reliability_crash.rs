@@ -319,3 +319,61 @@ fn sigkill_oci_unpack_at_random_points() {
                            "trials": trials(), "escapes": 0, "leaks": 0}),
     );
 }
+
+/// The first milliseconds of a run on an empty cache: `Cache::open` writes `layout/oci-layout`
+/// and `layout/index.json`, and the fetch writes the manifest and config blobs, each through a
+/// `.tmp-<pid>-…` sibling that is renamed into place. The uniform kill points above land here
+/// rarely, so this test aims at it: kills after 0–4 ms of an `oci:` fetch into a fresh cache.
+/// Every temporary left by a killed process must be gone after the next successful run.
+#[test]
+fn sigkill_oci_fetch_during_cache_setup() {
+    require_root();
+    let s = Scratch::new("crash-setup");
+    let mut rng = Rng::from_env("crash/cache-setup");
+    let reference = e2e::oci_ref("busybox");
+    let mut left = Vec::new();
+    let mut mid = 0;
+    for trial in 0..trials() {
+        let cachedir = s.join(&format!("cache-{trial}"));
+        let cache = cache_root(&cachedir);
+        let delay = Duration::from_micros(rng.range(0, 4000));
+        let mut cmd = Command::new(bin("oci-fetch"));
+        cmd.arg("--quiet")
+            .arg(&reference)
+            .env("SINGULARITY_CACHEDIR", &cachedir);
+        mid += usize::from(kill_after(cmd, delay, &s.path));
+        assert_no_lock_held(&cache, &format!("setup trial {trial}"));
+        let r = run_limited(
+            Command::new(bin("oci-fetch"))
+                .arg("--quiet")
+                .arg(&reference)
+                .env("SINGULARITY_CACHEDIR", &cachedir),
+            Duration::from_secs(60),
+        );
+        let ctx = format!("setup trial {trial}, killed at {delay:?}");
+        assert!(
+            r.status.success(),
+            "{ctx}: the next run must succeed\n{}",
+            r.describe()
+        );
+        let (_, temps) = usage_and_temps(&cache);
+        left.extend(temps.into_iter().map(|t| format!("{ctx}: {t}")));
+        let _ = std::fs::remove_dir_all(&cachedir);
+    }
+    eprintln!(
+        "crash/cache-setup: {} kills, {mid} mid-work, {} temporaries left after the rerun",
+        trials(),
+        left.len()
+    );
+    record_result(
+        "crash-cache-setup",
+        serde_json::json!({"cases": trials(), "survived": trials() - left.len().min(trials()),
+                           "escapes": 0, "leaks": left.len()}),
+    );
+    assert!(
+        left.is_empty(),
+        "temporary files of killed runs are never removed (a fresh cache is set up and small blobs \
+         are written through .tmp-<pid>-… siblings; nothing sweeps those of dead processes):\n  {}",
+        left.join("\n  ")
+    );
+}
