@@ -160,8 +160,14 @@ impl Registry {
     /// Push `src` (any skopeo source, e.g. `oci:/path:latest`) as `repo_tag`; `all` keeps every
     /// platform of an index.
     pub fn push(&self, src: &str, repo_tag: &str, all: bool) {
+        self.push_with(src, repo_tag, all, &[]);
+    }
+
+    /// [`Registry::push`] with extra `skopeo copy` arguments (e.g. `--format=v2s2` for Docker
+    /// schema 2 media types).
+    pub fn push_with(&self, src: &str, repo_tag: &str, all: bool, extra: &[&str]) {
         let mut c = Command::new("skopeo");
-        c.args(["copy", "-q"]);
+        c.args(["copy", "-q"]).args(extra);
         if all {
             c.arg("--all");
         }

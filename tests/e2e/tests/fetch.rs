@@ -465,6 +465,12 @@ fn plain_registry_warm_path_offline_and_platforms() {
     reg.push(&oci_ref("busybox"), "sioci/busybox:latest", false);
     reg.push(&oci_ref("layered"), "sioci/layered:v1", false);
     reg.push(&oci_ref("zstd"), "sioci/zstd:v1", false);
+    reg.push_with(
+        &oci_ref("layered"),
+        "sioci/docker:v2s2",
+        false,
+        &["--format=v2s2"],
+    );
     let multi = dir.join("multi");
     let (amd, arm) = multi_arch_layout(&multi);
     reg.push(
@@ -517,6 +523,27 @@ fn plain_registry_warm_path_offline_and_platforms() {
                 .count();
             assert_eq!(n0, n1, "--offline or a cached digest reached the registry");
         }
+        // Docker schema 2 media types (manifest, config, gzip layers).
+        let dk = check_record(
+            &fetch(
+                &ctx,
+                &cache,
+                &["--no-https", &reg.docker_ref("sioci/docker:v2s2")],
+            ),
+            "docker",
+        );
+        assert_eq!(
+            dk["manifest"]["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        assert_eq!(
+            dk["config"]["mediaType"],
+            "application/vnd.docker.container.image.v1+json"
+        );
+        assert_eq!(
+            dk["layers"][0]["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
         let m = reg.docker_ref("sioci/multi:v1");
         let a = check_record(
             &fetch(
@@ -955,6 +982,15 @@ fn bad_input_is_one_fatal_line_and_caches_nothing_unverified() {
     ml["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+bzip2".into();
     repoint(&badlayer, &serde_json::to_vec(&ml).unwrap(), mt);
 
+    // A non-distributable layer the layout does not carry.
+    let foreign = copy_fixture(&dir, "foreign");
+    let mut mf = m.clone();
+    mf["layers"][0]["mediaType"] =
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip".into();
+    mf["layers"][0]["digest"] = format!("sha256:{}", "ab".repeat(32)).into();
+    mf["layers"][0]["urls"] = serde_json::json!(["https://example.invalid/layer.tgz"]);
+    repoint(&foreign, &serde_json::to_vec(&mf).unwrap(), mt);
+
     let free = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1000,6 +1036,10 @@ fn bad_input_is_one_fatal_line_and_caches_nothing_unverified() {
         (
             vec![format!("docker-archive:{}/nothing.tar", d(&dir))],
             "cannot open",
+        ),
+        (
+            vec![format!("oci:{}:latest", d(&foreign))],
+            "non-distributable",
         ),
         (
             vec![
