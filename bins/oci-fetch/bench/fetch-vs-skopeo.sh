@@ -6,7 +6,8 @@
 # REGISTRY_REF is docker://127.0.0.1:PORT/REPO:TAG on a plain-HTTP registry (push an image made
 # by bench/mkimage.py with skopeo first). Each run starts from an empty cache / empty layout, so
 # both tools download, verify and write every blob. Prints wall time and peak RSS per run
-# (GNU time -v), then the best wall time of each tool and their ratio.
+# (GNU time -v), then the best wall time of each tool and their ratio. CPU time (user+sys) is
+# printed too: on a loaded 2-core host it is steadier than wall time.
 set -eu
 fetch=$1 ref=$2 runs=${3:-3}
 [ -x /usr/bin/time ] || { echo "FATAL: bench: install GNU time (apt-get install time)" >&2; exit 255; }
@@ -18,7 +19,8 @@ measure() { # label cmd...
     /usr/bin/time -v "$@" >/dev/null 2>"$work/time" || { cat "$work/time" >&2; exit 1; }
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$work/time")
     rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2/1024}' "$work/time")
-    echo "$label wall=${wall}s maxrss=${rss}MiB"
+    cpu=$(awk -F': ' '/User time|System time/ {s+=$2} END {printf "%.2f", s}' "$work/time")
+    echo "$label wall=${wall}s cpu=${cpu}s maxrss=${rss}MiB"
 }
 
 i=0
