@@ -152,6 +152,13 @@ impl Registry {
             ureq::Error::Io(ref io) if io.to_string().contains("certificate") => anyhow!(
                 "TLS certificate of {host} not trusted: {io} (trust its CA with --cert-dir DIR or /etc/containers/certs.d/{host}/ca.crt)"
             ),
+            // Nothing answering at all on first contact: retrying only multiplies the wait.
+            ureq::Error::Timeout(t) if first_contact => {
+                anyhow!("cannot reach registry {host}: {t} timed out")
+            }
+            ureq::Error::Io(ref io) if first_contact => {
+                anyhow!("cannot reach registry {host}: {io}")
+            }
             ureq::Error::Timeout(_) | ureq::Error::Io(_) | ureq::Error::BodyStalled => {
                 anyhow::Error::new(Transient(format!("request to {url} failed: {e}")))
             }
