@@ -648,11 +648,39 @@ fn tls_registry_with_auth() {
         assert!(!bad.stderr.contains("wrong-pw"), "password printed");
         fetch(&ctx, &c4, &["--cert-dir", &ca, &r]).assert_fatal("requires authentication");
         fetch(&ctx, &c4, &["--creds", &creds, &r]).assert_fatal("not trusted");
+        {
+            // The system-wide certs.d directory for this host:port is trusted too.
+            let _certs = CertsD::install(&reg.addr, &reg.ca_dir().join("ca.crt"));
+            let c5 = fresh_cache(&ctx, "cache5");
+            check_record(&fetch(&ctx, &c5, &["--creds", &creds, &r]), "docker");
+        }
         assert_cache_verified(&c4);
         let blobs = std::fs::read_dir(layout_of(&c4).join("blobs/sha256"))
             .unwrap()
             .count();
         assert_eq!(blobs, 0, "failed fetches cached something");
+    }
+}
+
+/// `/etc/containers/certs.d/HOST:PORT/ca.crt` for one test registry, removed on drop (the
+/// directory name carries the test registry's random port, so nothing else uses it).
+struct CertsD(PathBuf);
+
+impl CertsD {
+    fn install(addr: &str, ca: &Path) -> CertsD {
+        let d = Path::new("/etc/containers/certs.d").join(addr);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(ca, d.join("ca.crt")).unwrap();
+        sh(&format!("chmod -R a+rX /etc/containers/certs.d/{addr}"));
+        CertsD(d)
+    }
+}
+
+impl Drop for CertsD {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        // Remove certs.d itself only if that leaves nothing else behind.
+        let _ = std::fs::remove_dir(self.0.parent().unwrap());
     }
 }
 
