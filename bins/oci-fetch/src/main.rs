@@ -75,6 +75,15 @@ fn parse_bool(s: &str) -> Result<bool> {
     }
 }
 
+/// A boolean flag, which may be repeated (a front may add one the user also gave).
+fn flag(args: &mut pico_args::Arguments, name: &'static str) -> bool {
+    let mut seen = false;
+    while args.contains(name) {
+        seen = true;
+    }
+    seen
+}
+
 fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
     let platform: Option<String> = args.opt_value_from_str("--platform")?;
     let arch: Option<String> = args.opt_value_from_str("--arch")?;
@@ -104,8 +113,10 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
     Ok(Opts {
         want,
         want_explicit,
-        offline: args.contains("--offline"),
-        disable_cache: args.contains("--disable-cache"),
+        offline: flag(args, "--offline"),
+        disable_cache: flag(args, "--disable-cache")
+            || std::env::var("SINGULARITY_DISABLE_CACHE")
+                .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes")),
         tmpdir: args.opt_value_from_os_str("--tmpdir", |s| {
             Ok::<_, std::convert::Infallible>(PathBuf::from(s))
         })?,
@@ -117,9 +128,9 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
             Ok::<_, std::convert::Infallible>(PathBuf::from(s))
         })?,
         tls_verify,
-        no_https: args.contains("--no-https"),
+        no_https: flag(args, "--no-https"),
         jobs,
-        quiet: args.contains("--quiet") || args.contains("-q"),
+        quiet: flag(args, "--quiet") | flag(args, "-q"),
     })
 }
 
