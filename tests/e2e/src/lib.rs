@@ -44,8 +44,8 @@ mod expect;
 mod leftovers;
 mod schema;
 // The registry helpers (tests/e2e/src/registry.rs) plug in here with `pub mod registry;`.
-pub mod registry;
 pub mod pty;
+pub mod registry;
 
 pub use cmd::{Cmd, Output};
 pub use expect::{TreeExpectation, check_tree_host, layered_expected, layered_in_container_errors};
@@ -406,8 +406,10 @@ pub fn workdir() -> PathBuf {
                 .expect("SIOCI_PREFIX has a parent")
                 .join("work"),
         };
-        std::fs::create_dir_all(&w).unwrap_or_else(|e| panic!("mkdir {}: {e}", w.display()));
-        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for d in [w.clone(), w.join("tests")] {
+            std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         w
     })
     .clone()
