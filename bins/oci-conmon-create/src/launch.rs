@@ -262,7 +262,7 @@ pub fn run(plan: &Plan) -> Result<Created> {
 fn read_report(
     sync: &OwnedFd,
     stderr: Option<OwnedFd>,
-    deadline: Instant,
+    mut deadline: Instant,
     plan: &Plan,
 ) -> Result<Result<i32>> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -311,6 +311,9 @@ fn read_report(
                 line.extend_from_slice(&buf[..n]);
                 if n == 0 || line.contains(&b'\n') {
                     sync_done = true;
+                    // conmon's monitor detaches its stdio before it even starts the runtime, so
+                    // its stderr is closed by now; never let it hold up a finished create.
+                    deadline = deadline.min(Instant::now() + Duration::from_secs(1));
                 }
             }
             i = 1;
@@ -400,12 +403,21 @@ fn teardown(plan: &Plan, child: &mut std::process::Child, self_exe: &std::path::
     if plan.root.join(&plan.id).exists() {
         let (program, mut args) = runtime_argv(plan, self_exe);
         args.extend(["delete".into(), "--force".into(), plan.id.clone()]);
-        let _ = Command::new(program)
+        let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status();
+            .spawn();
+        // A runtime that hung on create may hang on delete too: bound the wait.
+        if let Ok(mut c) = child {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

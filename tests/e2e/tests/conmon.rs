@@ -141,6 +141,20 @@ fn conmon_failures_leave_nothing() {
         assert_eq!(names, ["config.json", "rootfs"], "[{}]", ctx.name);
         shim(&ctx, &["state", "bad1"]).assert_code(255);
 
+        // A runtime that never answers: the timeout, then a full teardown (conmon killed, the
+        // runtime's child with it).
+        let hang = ctx.write_file("hang-runtime", "#!/bin/sh\nexec sleep 1000\n");
+        std::fs::set_permissions(&hang, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let out = create(
+            &ctx,
+            &b,
+            "slow",
+            &["--runtime", hang.to_str().unwrap(), "--timeout", "1"],
+        );
+        out.assert_fatal("container creation timeout");
+        assert!(!b.join(".singularity-oci.lock").exists() && !b.join("attach").exists());
+
         // Usage errors.
         create(&ctx, &ctx.dir().join("missing"), "bad2", &[]).assert_fatal("not found");
         create(&ctx, &b, "../x", &[]).assert_fatal("invalid container id");
