@@ -123,6 +123,36 @@ pub fn parse_binds(o: &Options, cwd: &str) -> Result<(Vec<Bind>, Vec<Bind>)> {
     Ok((user, mounts))
 }
 
+/// The reverse map covers container IDs 0..=S when the host ID is below S, else 0..S-1 and the
+/// host ID itself. An image USER outside it cannot run. With the single-ID map only the caller's
+/// own ID exists: the image's files all appear as the caller's anyway, so the container runs as
+/// the caller, with a warning.
+fn check_user_is_mapped(
+    t: &mut process::Target,
+    h: &Host,
+    warn: &mut dyn FnMut(String),
+) -> Result<()> {
+    let Some((us, gs)) = h.subid_sizes else {
+        if (t.uid, t.gid) != (h.uid, h.gid) {
+            warn(format!(
+                "the image's USER ({}:{}) cannot be mapped without subordinate IDs (/etc/subuid, /etc/subgid): running as uid {} gid {} instead",
+                t.uid, t.gid, h.uid, h.gid
+            ));
+            t.uid = h.uid;
+            t.gid = h.gid;
+        }
+        return Ok(());
+    };
+    for (what, id, host_id, s) in [("uid", t.uid, h.uid, us), ("gid", t.gid, h.gid, gs)] {
+        if id != host_id && (id > s || (host_id >= s && id >= s)) {
+            bail!(
+                "the container runs as {what} {id} (image USER), outside the {s} subordinate {what}s mapped"
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn build(i: &Inputs) -> Result<Built> {
     let o = i.opts;
     let h = i.host;
@@ -146,7 +176,7 @@ pub fn build(i: &Inputs) -> Result<Built> {
     }
 
     // Identity.
-    let target = process::target(
+    let mut target = process::target(
         o.fakeroot,
         &i.image.user,
         i.rootfs.passwd.as_deref(),
@@ -154,6 +184,9 @@ pub fn build(i: &Inputs) -> Result<Built> {
         (h.uid, h.gid),
     )?;
     let inner_userns = !h.is_root && !o.fakeroot;
+    if inner_userns {
+        check_user_is_mapped(&mut target, h, &mut warn)?;
+    }
 
     // Home.
     let default_home = if o.fakeroot {
@@ -379,22 +412,6 @@ pub fn build(i: &Inputs) -> Result<Built> {
             Some((u, g)) => (Some(u), Some(g)),
             None => (None, None),
         };
-        for (what, id, size) in [("uid", target.uid, us), ("gid", target.gid, gs)] {
-            let host_id = if what == "uid" { h.uid } else { h.gid };
-            if id != host_id {
-                match size {
-                    None => bail!(
-                        "the container runs as {what} {id} (image USER), which cannot be mapped without subordinate IDs: add an /etc/sub{what} entry for this user, or use --fakeroot"
-                    ),
-                    // The reverse map covers container IDs 0..=S when the host ID is below S,
-                    // else 0..S-1 (plus the host ID itself).
-                    Some(s) if id > s || (host_id >= s && id >= s) => bail!(
-                        "the container runs as {what} {id} (image USER), outside the {s} subordinate {what}s mapped"
-                    ),
-                    _ => {}
-                }
-            }
-        }
         if us.is_none() && i.runtime_is_crun == Some(false) {
             // runc insists that container uid 0 is mapped, and a single-ID outer namespace has
             // only one ID to give: the caller's identity cannot be kept.

@@ -327,18 +327,38 @@ fn custom_home_with_image_user_is_refused() {
 }
 
 #[test]
-fn image_user_needs_subids() {
+fn image_user_without_subids_runs_as_the_caller() {
     let mut img = image();
     img.user = "2000".into();
-    let e = build_with(
+    let b = build_with(
         &["--", "id"],
         &host(1000, None),
         &img,
         Some(PASSWD),
         Some(true),
     )
+    .unwrap();
+    assert_eq!((b.uid, b.gid), (1000, 1000));
+    assert!(
+        b.warnings
+            .iter()
+            .any(|w| w.contains("cannot be mapped without subordinate IDs")),
+        "{:?}",
+        b.warnings
+    );
+    img.user = "70000".into();
+    let e = build_with(
+        &["--", "id"],
+        &host(1000, Some((65536, 65536))),
+        &img,
+        Some(PASSWD),
+        None,
+    )
     .unwrap_err();
-    assert!(e.to_string().contains("subordinate IDs"), "{e}");
+    assert!(
+        e.to_string().contains("outside the 65536 subordinate uids"),
+        "{e}"
+    );
 }
 
 #[test]

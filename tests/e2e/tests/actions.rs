@@ -969,6 +969,13 @@ fn single_id_fallback() {
                 );
             }
         }
+        if ctx.rt == Rt::Crun {
+            // An image USER cannot be mapped: the container runs as the caller, with a warning.
+            ctx.front(&["exec", &oci_ref("user"), "id", "-u"])
+                .assert_success()
+                .assert_stdout_eq(&ctx.uid().to_string())
+                .assert_stderr_contains("cannot be mapped without subordinate IDs");
+        }
         ctx.front(&["exec", "--fakeroot", &bb(), "id", "-u"])
             .assert_success()
             .assert_stdout_eq("0");
