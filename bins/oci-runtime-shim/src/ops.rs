@@ -494,6 +494,9 @@ mod tests {
         assert_eq!(last_line("a\nb\n\n  \n").as_deref(), Some("b"));
         assert_eq!(last_line(""), None);
         let runc = r#"time="2026-11-29T04:15:04Z" level=error msg="cannot start \"x\" container""#;
-        assert_eq!(last_line(runc).as_deref(), Some(r#"cannot start "x" container"#));
+        assert_eq!(
+            last_line(runc).as_deref(),
+            Some(r#"cannot start "x" container"#)
+        );
     }
 }

@@ -83,20 +83,51 @@ impl StateDir {
             .filter(|s| !s.is_empty())
     }
 
-    /// The container pid, if the pid file names a live process.
+    /// The container pid, if the pid file names a live process that is still the container.
+    ///
+    /// pid_max is small on many hosts (32768 here), so a pid can be reused soon after the
+    /// container died: a process that started after the runtime wrote the pid file is someone
+    /// else, and joining its namespace would be wrong.
     pub fn live_pid(&self) -> Option<i32> {
-        let pid: i32 = fs::read_to_string(self.pid_file())
+        let text = fs::read_to_string(self.pid_file()).ok()?;
+        let pid: i32 = text.trim().parse().ok()?;
+        let written = fs::metadata(self.pid_file()).ok()?.modified().ok()?;
+        let written = written
+            .duration_since(std::time::UNIX_EPOCH)
             .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        (pid > 0 && Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
+            .as_secs();
+        let started = process_start_epoch(pid)?;
+        (pid > 0 && started <= written + 2).then_some(pid)
     }
 
     pub fn remove(self) -> Result<()> {
         fs::remove_dir_all(&self.dir)
             .with_context(|| format!("cannot remove {}", self.dir.display()))
     }
+}
+
+/// When process `pid` started, in seconds since the epoch (from /proc/PID/stat and btime).
+fn process_start_epoch(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 (starttime); fields after the ")" of the command name start at field 3.
+    let ticks: u64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let btime: u64 = fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some(btime + ticks / hz)
 }
 
 trait Mode0700 {
@@ -209,6 +240,26 @@ mod tests {
         );
         release_bundle(d.path(), "b").unwrap();
         assert!(!d.path().join(LOCK_NAME).exists());
+    }
+
+    #[test]
+    fn live_pid_sees_a_running_process_but_not_a_later_one() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateDir::create(d.path(), "c").unwrap();
+        let me = std::process::id();
+        fs::write(s.pid_file(), me.to_string()).unwrap();
+        assert_eq!(s.live_pid(), Some(me as i32));
+        // A pid file written long before the process started names an earlier process.
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        fs::File::options()
+            .write(true)
+            .open(s.pid_file())
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(s.live_pid(), None);
+        fs::write(s.pid_file(), "999999999").unwrap();
+        assert_eq!(s.live_pid(), None);
     }
 
     #[test]

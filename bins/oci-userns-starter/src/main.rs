@@ -56,9 +56,12 @@ struct Options {
 fn parse(args: common::cli::Args) -> Result<Options> {
     let mut opts = args.opts;
     let overlay: Option<PathBuf> = opts.opt_value_from_str("--overlay")?;
-    let tmpfs_mib: u64 = opts
-        .opt_value_from_str("--tmpfs-size")?
-        .unwrap_or(DEFAULT_TMPFS_MIB);
+    let tmpfs_mib = match opts.opt_value_from_str::<_, String>("--tmpfs-size")? {
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| anyhow::anyhow!("--tmpfs-size needs a whole number of MiB, got '{v}'"))?,
+        None => DEFAULT_TMPFS_MIB,
+    };
     // --fakeroot changes only the spec (oci-mkspec); the outer map is the same in both modes.
     let _fakeroot = opts.contains("--fakeroot");
     let has_command = args.has_command;

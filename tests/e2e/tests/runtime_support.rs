@@ -1,0 +1,113 @@
+//! Shared helpers of the oci-userns-starter and oci-runtime-shim tests (`runtime*.rs` and
+//! `starter*.rs` include this file as a module). Compiled on its own it is an empty test crate.
+#![allow(dead_code)]
+
+use e2e::{Ctx, Output, Profile, oci_ref};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Quote one word for sh.
+pub fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Make bundle `dir()/name` from the busybox fixture with the real stages (fetch, unpack,
+/// mkspec) as the context's user. `mkspec` are extra oci-mkspec options; `cmd` the container
+/// command. The rootfs is the read-only cache entry, so the starter's `--overlay` is needed.
+pub fn bundle(ctx: &Ctx, name: &str, mkspec: &[&str], cmd: &[&str]) -> PathBuf {
+    let b = ctx.dir().join(name);
+    let fetch = ctx.bin("oci-fetch");
+    let unpack = ctx.bin("oci-unpack");
+    let spec = ctx.bin("oci-mkspec");
+    let mut opts: Vec<&str> = mkspec.to_vec();
+    if ctx.profile == Profile::Fakeroot {
+        opts.push("--fakeroot");
+    }
+    let script = format!(
+        "set -e; {} {} | {} | {} --bundle {} {} -- {} >/dev/null",
+        q(&fetch),
+        q(&oci_ref("busybox")),
+        q(&unpack),
+        q(&spec),
+        q(&b.display().to_string()),
+        opts.iter().map(|o| q(o)).collect::<Vec<_>>().join(" "),
+        cmd.iter().map(|o| q(o)).collect::<Vec<_>>().join(" "),
+    );
+    ctx.run("sh", &["-c", &script]).assert_success();
+    assert!(
+        b.join("config.json").is_file(),
+        "no config.json in {}",
+        b.display()
+    );
+    b
+}
+
+/// `oci-userns-starter --overlay B -- oci-runtime-shim ARGS` (what the front runs).
+pub fn chain(ctx: &Ctx, bundle: &std::path::Path, shim_args: &[&str]) -> Output {
+    let b = bundle.display().to_string();
+    let mut argv = vec!["--overlay", &b, "--", ""];
+    let shim = ctx.bin("oci-runtime-shim");
+    argv[3] = &shim;
+    argv.extend_from_slice(shim_args);
+    ctx.run(ctx.bin("oci-userns-starter"), &argv)
+}
+
+/// `oci-runtime-shim ARGS` from the host namespaces (later lifecycle operations).
+pub fn shim(ctx: &Ctx, args: &[&str]) -> Output {
+    ctx.run(ctx.bin("oci-runtime-shim"), args)
+}
+
+/// The `status` field of `oci-runtime-shim state ID`.
+pub fn status(ctx: &Ctx, id: &str) -> String {
+    let out = shim(ctx, &["state", id]);
+    out.assert_success();
+    out.json()["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Poll `f` until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// The shim's per-container state directory of `id` for this context.
+pub fn state_dir(ctx: &Ctx, id: &str) -> PathBuf {
+    ctx.state_root().join("containers").join(id)
+}
+
+/// Processes whose command line mentions `needle` (zombies excluded), besides ourselves.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) || name == me {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+        {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            v.push(format!("{name}: {cmdline}"));
+        }
+    }
+    v
+}
