@@ -220,3 +220,34 @@ fn zstd_gzip_and_plain_layers_give_the_same_tree() {
         assert!(d.is_empty(), "gzip vs {name}:\n{}", d.join("\n"));
     }
 }
+
+#[test]
+fn xattrs_on_special_files_are_set_without_opening_them() {
+    require_root();
+    let t = scratch("specialx");
+    let rec = image(
+        t.path(),
+        &[(
+            vec![
+                // 10:130 is the watchdog: opening it would arm it. Its xattr must still land.
+                chardev("watchdog", 10, 130).xattr("trusted.note", b"dev"),
+                fifo("fifo").xattr("trusted.note", b"fifo"),
+            ],
+            Comp::Gzip,
+        )],
+    );
+    let b = t.path().join("b");
+    let r = ok_record(&run(
+        &As::Root,
+        &t.path().join("cache"),
+        &[
+            "--input",
+            rec.to_str().unwrap(),
+            "--bundle",
+            b.to_str().unwrap(),
+        ],
+    ));
+    let s = snapshot(&rootfs_of(&r));
+    assert_eq!(s["/watchdog"].xattrs["trusted.note"], b"dev");
+    assert_eq!(s["/fifo"].xattrs["trusted.note"], b"fifo");
+}

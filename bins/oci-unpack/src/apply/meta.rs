@@ -160,18 +160,6 @@ impl MetaWriter {
     }
 
     fn xattrs_fd(&self, fd: BorrowedFd<'_>, m: &EntryMeta, skipped: &mut Skipped) -> Result<()> {
-        self.xattrs_fd_opt(fd, m, true, skipped)
-    }
-
-    /// `rootless`: whether to record the flattened owner (the kernel allows `user.*` xattrs on
-    /// regular files and directories only).
-    fn xattrs_fd_opt(
-        &self,
-        fd: BorrowedFd<'_>,
-        m: &EntryMeta,
-        rootless: bool,
-        skipped: &mut Skipped,
-    ) -> Result<()> {
         for (k, v) in &m.xattrs {
             if self.ownership == Ownership::Flatten && k.as_slice() == ROOTLESS_XATTR.as_bytes() {
                 continue;
@@ -188,8 +176,7 @@ impl MetaWriter {
                 }
             }
         }
-        if rootless
-            && self.ownership == Ownership::Flatten
+        if self.ownership == Ownership::Flatten
             && let Some(p) = rootless_payload(m.uid, m.gid)
         {
             match rustix::fs::fsetxattr(fd, ROOTLESS_XATTR, &p, XattrFlags::empty()) {
@@ -225,20 +212,21 @@ impl MetaWriter {
             .with_context(what)?;
         }
         if !is_symlink && !m.xattrs.is_empty() {
-            // fsetxattr refuses O_PATH fds, so open read-only and non-blocking (a FIFO then
-            // does not wait for a writer). user.rootlesscontainers is not recorded here: the
-            // kernel refuses user.* xattrs on anything but regular files and directories.
-            let fd = rustix::fs::openat(
-                parent,
-                name,
-                OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            );
-            match fd {
-                Ok(fd) => self
-                    .xattrs_fd_opt(fd.as_fd(), m, false, skipped)
-                    .with_context(what)?,
-                Err(_) => skipped.xattrs += m.xattrs.len() as u64,
+            // FIFOs and device nodes are never opened (opening a device can have effects: a
+            // watchdog starts counting). Their xattrs go through our own parent fd's
+            // /proc/self/fd entry with lsetxattr, which does not follow the final component.
+            // user.rootlesscontainers is not recorded here: the kernel refuses user.* xattrs
+            // on anything but regular files and directories.
+            use std::os::fd::AsRawFd;
+            use std::os::unix::ffi::OsStrExt;
+            let mut p = format!("/proc/self/fd/{}/", parent.as_raw_fd()).into_bytes();
+            p.extend_from_slice(name);
+            let p = std::ffi::OsStr::from_bytes(&p);
+            for (k, v) in &m.xattrs {
+                match rustix::fs::lsetxattr(p, k.as_slice(), v, XattrFlags::empty()) {
+                    Ok(()) => {}
+                    Err(_) => skipped.xattrs += 1,
+                }
             }
         }
         rustix::fs::utimensat(parent, name, &m.times(), AtFlags::SYMLINK_NOFOLLOW)

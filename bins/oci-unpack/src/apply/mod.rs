@@ -50,11 +50,6 @@ pub struct Applier {
     buf: Vec<u8>,
 }
 
-/// Whether `e` came from the layer stream rather than from applying an entry.
-fn io_context(e: std::io::Error) -> anyhow::Error {
-    anyhow::Error::new(e)
-}
-
 impl Applier {
     /// Start applying into the existing directory `root` (normally empty).
     pub fn new(root: &Path, ownership: Ownership) -> Result<Applier> {
@@ -79,8 +74,10 @@ impl Applier {
     pub fn apply_layer<R: Read>(&mut self, reader: R) -> Result<()> {
         self.layer_paths.clear();
         let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(io_context)? {
-            let mut entry = entry.map_err(io_context).context("cannot read tar entry")?;
+        for entry in archive.entries().map_err(anyhow::Error::new)? {
+            let mut entry = entry
+                .map_err(anyhow::Error::new)
+                .context("cannot read tar entry")?;
             self.entry(&mut entry)?;
         }
         Ok(())
@@ -239,7 +236,9 @@ impl Applier {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_context(e)).context("cannot read file data from layer"),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)).context("cannot read file data from layer");
+                }
             };
             file.write_all(&self.buf[..n]).context("cannot write")?;
             written += n as u64;
