@@ -40,10 +40,19 @@ fn record_errors(schema: &str, record: &Value) -> Vec<String> {
 fn assert_record(schema: &str, out: &Output) -> Value {
     out.assert_code(0);
     let lines = out.lines();
-    assert_eq!(lines.len(), 1, "stdout must be exactly one JSON line:\n{}", out.stdout);
+    assert_eq!(
+        lines.len(),
+        1,
+        "stdout must be exactly one JSON line:\n{}",
+        out.stdout
+    );
     let v: Value = serde_json::from_str(lines[0]).expect("record is JSON");
     let errors = record_errors(schema, &v);
-    assert!(errors.is_empty(), "record does not match schemas/{schema}:\n  {}", errors.join("\n  "));
+    assert!(
+        errors.is_empty(),
+        "record does not match schemas/{schema}:\n  {}",
+        errors.join("\n  ")
+    );
     v
 }
 
@@ -52,20 +61,30 @@ fn every_record_validates_against_its_schema() {
     for ctx in matrix_with(&[Profile::Root, Profile::User]) {
         let image = assert_record(
             "image-record.schema.json",
-            &ctx.run(&ctx.bin("oci-fetch"), &[&oci_ref("layered")]),
+            &ctx.run(ctx.bin("oci-fetch"), &[&oci_ref("layered")]),
         );
         let image_file = ctx.write_file("image.json", image.to_string());
         let rootfs = assert_record(
             "rootfs-record.schema.json",
-            &ctx.run(&ctx.bin("oci-unpack"), &["--input", image_file.to_str().unwrap()]),
+            &ctx.run(
+                ctx.bin("oci-unpack"),
+                &["--input", image_file.to_str().unwrap()],
+            ),
         );
         let rootfs_file = ctx.write_file("rootfs.json", rootfs.to_string());
         let bundle = ctx.dir().join("bundle");
         assert_record(
             "bundle-record.schema.json",
             &ctx.run(
-                &ctx.bin("oci-mkspec"),
-                &["--input", rootfs_file.to_str().unwrap(), "--bundle", bundle.to_str().unwrap(), "--", "id"],
+                ctx.bin("oci-mkspec"),
+                &[
+                    "--input",
+                    rootfs_file.to_str().unwrap(),
+                    "--bundle",
+                    bundle.to_str().unwrap(),
+                    "--",
+                    "id",
+                ],
             ),
         );
         validate_runtime_config(bundle.join("config.json"));
@@ -75,20 +94,28 @@ fn every_record_validates_against_its_schema() {
 #[test]
 fn unknown_schema_version_is_refused_by_every_reader() {
     let ctx = Ctx::for_test(Profile::Root, Rt::Crun);
-    let image = ctx.run(&ctx.bin("oci-fetch"), &[&oci_ref("busybox")]);
+    let image = ctx.run(ctx.bin("oci-fetch"), &[&oci_ref("busybox")]);
     image.assert_code(0);
     let mut v = image.json();
     v["schemaVersion"] = 999.into();
     let f = ctx.write_file("future.json", v.to_string());
-    ctx.run(&ctx.bin("oci-unpack"), &["--input", f.to_str().unwrap()])
+    ctx.run(ctx.bin("oci-unpack"), &["--input", f.to_str().unwrap()])
         .assert_code(255)
         .assert_fatal("schemaVersion 999");
     // oci-mkspec reads a rootfs record: an image record is named as the wrong kind.
     let f = ctx.write_file("image.json", image.stdout.clone());
     let b = ctx.dir().join("b");
-    ctx.run(&ctx.bin("oci-mkspec"), &["--input", f.to_str().unwrap(), "--bundle", b.to_str().unwrap()])
-        .assert_code(255)
-        .assert_fatal("'image' record");
+    ctx.run(
+        ctx.bin("oci-mkspec"),
+        &[
+            "--input",
+            f.to_str().unwrap(),
+            "--bundle",
+            b.to_str().unwrap(),
+        ],
+    )
+    .assert_code(255)
+    .assert_fatal("'image' record");
 }
 
 #[test]
@@ -101,7 +128,9 @@ fn hand_typed_pipeline_then_starter_and_shim() {
             img = oci_ref("busybox"),
             b = b.display()
         );
-        ctx.run("/bin/sh", &["-c", &script]).assert_code(0).assert_stdout_eq("piped");
+        ctx.run("/bin/sh", &["-c", &script])
+            .assert_code(0)
+            .assert_stdout_eq("piped");
         assert!(b.join("config.json").is_file());
     }
 }
@@ -109,14 +138,29 @@ fn hand_typed_pipeline_then_starter_and_shim() {
 #[test]
 fn dry_run_prints_a_pipeline_that_runs_when_pasted() {
     for ctx in matrix() {
-        let out = ctx.front(&["--dry-run", "exec", "--env", "GREETING=it's me", &oci_ref("busybox"), "sh", "-c", "echo \"$GREETING\""]);
+        let out = ctx.front(&[
+            "--dry-run",
+            "exec",
+            "--env",
+            "GREETING=it's me",
+            &oci_ref("busybox"),
+            "sh",
+            "-c",
+            "echo \"$GREETING\"",
+        ]);
         out.assert_code(0);
         assert!(out.stdout.contains("oci-fetch"), "{}", out.stdout);
-        assert!(out.stdout.contains("oci-runtime-shim run"), "{}", out.stdout);
+        assert!(
+            out.stdout.contains("oci-runtime-shim run"),
+            "{}",
+            out.stdout
+        );
         // Nothing ran: no bundle was made.
         ctx.assert_no_leftovers();
         let pasted = format!("set -e\n{}", out.stdout);
-        ctx.run("/bin/sh", &["-c", &pasted]).assert_code(0).assert_stdout_eq("it's me");
+        ctx.run("/bin/sh", &["-c", &pasted])
+            .assert_code(0)
+            .assert_stdout_eq("it's me");
         ctx.assert_no_leftovers();
     }
 }
@@ -126,7 +170,13 @@ fn debug_shows_each_stage_and_record() {
     let ctx = Ctx::for_test(Profile::User, Rt::Crun);
     let out = ctx.front(&["--debug", "exec", &oci_ref("busybox"), "true"]);
     out.assert_code(0);
-    for stage in ["stage fetch:", "stage unpack:", "stage mkspec:", "record from fetch:", "record from mkspec:"] {
+    for stage in [
+        "stage fetch:",
+        "stage unpack:",
+        "stage mkspec:",
+        "record from fetch:",
+        "record from mkspec:",
+    ] {
         out.assert_stderr_contains(stage);
     }
     ctx.assert_no_leftovers();
@@ -138,39 +188,80 @@ fn a_failure_names_the_stage() {
     let missing = format!("oci:{}/no-such-layout:latest", ctx.dir().display());
     let out = ctx.front(&["exec", &missing, "true"]);
     out.assert_code(255).assert_fatal("oci-fetch");
-    assert_eq!(out.stderr.lines().filter(|l| l.starts_with("FATAL:")).count(), 1, "{}", out.stderr);
+    assert_eq!(
+        out.stderr
+            .lines()
+            .filter(|l| l.starts_with("FATAL:"))
+            .count(),
+        1,
+        "{}",
+        out.stderr
+    );
     ctx.assert_no_leftovers();
 }
 
 #[test]
 fn front_runs_under_dash_and_is_shellcheck_clean() {
     let front = repo().join("scripts/singularity-oci");
-    let sc = Command::new("shellcheck").args(["-s", "sh"]).arg(&front).output().expect("shellcheck is installed");
-    assert!(sc.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&sc.stdout));
+    let sc = Command::new("shellcheck")
+        .args(["-s", "sh"])
+        .arg(&front)
+        .output()
+        .expect("shellcheck is installed");
+    assert!(
+        sc.status.success(),
+        "shellcheck:\n{}",
+        String::from_utf8_lossy(&sc.stdout)
+    );
     let ctx = Ctx::for_test(Profile::Root, Rt::Crun);
     let installed = ctx.bin("singularity-oci");
-    ctx.run("dash", &[&installed, "version"]).assert_code(0).assert_stdout_contains("singularity-oci ");
-    ctx.run("dash", &[&installed, "exec", &oci_ref("busybox"), "echo", "dash"])
+    ctx.run("dash", &[&installed, "version"])
         .assert_code(0)
-        .assert_stdout_eq("dash");
-    ctx.run("dash", &[&installed, "help"]).assert_code(0).assert_stdout_contains("Usage:");
-    ctx.run("dash", &[&installed, "frobnicate"]).assert_code(255).assert_fatal("unknown command");
+        .assert_stdout_contains("singularity-oci ");
+    ctx.run(
+        "dash",
+        &[&installed, "exec", &oci_ref("busybox"), "echo", "dash"],
+    )
+    .assert_code(0)
+    .assert_stdout_eq("dash");
+    ctx.run("dash", &[&installed, "help"])
+        .assert_code(0)
+        .assert_stdout_contains("Usage:");
+    ctx.run("dash", &[&installed, "frobnicate"])
+        .assert_code(255)
+        .assert_fatal("unknown command");
 }
 
 #[test]
 fn stdin_reaches_the_container() {
     for ctx in matrix() {
-        ctx.front_cmd(&["exec", &oci_ref("busybox"), "grep", "hi"]).stdin("hi\n").run().assert_code(0);
-        ctx.front_cmd(&["exec", &oci_ref("busybox"), "grep", "hi"]).stdin("bye\n").run().assert_code(1);
+        ctx.front_cmd(&["exec", &oci_ref("busybox"), "grep", "hi"])
+            .stdin("hi\n")
+            .run()
+            .assert_code(0);
+        ctx.front_cmd(&["exec", &oci_ref("busybox"), "grep", "hi"])
+            .stdin("bye\n")
+            .run()
+            .assert_code(1);
     }
 }
 
 #[test]
 fn pull_and_inspect_print_records() {
     let ctx = Ctx::for_test(Profile::User, Rt::Crun);
-    let pulled = assert_record("rootfs-record.schema.json", &ctx.front(&["pull", &oci_ref("busybox")]));
-    assert!(Path::new(pulled["rootfs"].as_str().unwrap()).join("bin/busybox").exists());
-    assert_record("image-record.schema.json", &ctx.front(&["inspect", &oci_ref("busybox")]));
+    let pulled = assert_record(
+        "rootfs-record.schema.json",
+        &ctx.front(&["pull", &oci_ref("busybox")]),
+    );
+    assert!(
+        Path::new(pulled["rootfs"].as_str().unwrap())
+            .join("bin/busybox")
+            .exists()
+    );
+    assert_record(
+        "image-record.schema.json",
+        &ctx.front(&["inspect", &oci_ref("busybox")]),
+    );
     ctx.assert_no_leftovers();
 }
 
@@ -178,10 +269,16 @@ fn pull_and_inspect_print_records() {
 fn every_executable_has_help_version_and_a_clean_man_page() {
     let ctx = Ctx::for_test(Profile::User, Rt::Crun);
     for exe in STAGES.iter().chain(["singularity-oci"].iter()) {
-        let help = ctx.run(&ctx.bin(exe), &["--help"]);
+        let help = ctx.run(ctx.bin(exe), &["--help"]);
         help.assert_code(0);
-        assert!(help.stdout.contains("Usage"), "{exe} --help has no usage line:\n{}", help.stdout);
-        ctx.run(&ctx.bin(exe), &["--version"]).assert_code(0).assert_stdout_contains("0.1.0");
+        assert!(
+            help.stdout.contains("Usage"),
+            "{exe} --help has no usage line:\n{}",
+            help.stdout
+        );
+        ctx.run(ctx.bin(exe), &["--version"])
+            .assert_code(0)
+            .assert_stdout_contains("0.1.0");
         let page = repo().join("man").join(format!("{exe}.1"));
         assert!(page.is_file(), "missing man page {}", page.display());
         let out = Command::new("groff")
@@ -190,10 +287,24 @@ fn every_executable_has_help_version_and_a_clean_man_page() {
             .output()
             .expect("groff is installed");
         let warnings = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && warnings.trim().is_empty(), "{exe}.1 warnings:\n{warnings}");
+        assert!(
+            out.status.success() && warnings.trim().is_empty(),
+            "{exe}.1 warnings:\n{warnings}"
+        );
         let text = std::fs::read_to_string(&page).unwrap();
-        for section in ["SYNOPSIS", "EXIT STATUS", "ENVIRONMENT", "FILES", "EXAMPLES", "DIFFERENCES FROM SINGULARITYCE"] {
-            assert!(text.contains(&format!(".SH {section}")) || text.contains(&format!(".SH \"{section}\"")), "{exe}.1 lacks {section}");
+        for section in [
+            "SYNOPSIS",
+            "EXIT STATUS",
+            "ENVIRONMENT",
+            "FILES",
+            "EXAMPLES",
+            "DIFFERENCES FROM SINGULARITYCE",
+        ] {
+            assert!(
+                text.contains(&format!(".SH {section}"))
+                    || text.contains(&format!(".SH \"{section}\"")),
+                "{exe}.1 lacks {section}"
+            );
         }
     }
 }
@@ -202,8 +313,16 @@ fn every_executable_has_help_version_and_a_clean_man_page() {
 fn unknown_option_of_a_stage_is_fatal_255() {
     let ctx = Ctx::for_test(Profile::User, Rt::Crun);
     for exe in STAGES {
-        let out = ctx.run(&ctx.bin(exe), &["--no-such-option-xyz"]);
+        let out = ctx.run(ctx.bin(exe), &["--no-such-option-xyz"]);
         out.assert_code(255);
-        assert_eq!(out.stderr.lines().filter(|l| l.starts_with("FATAL:")).count(), 1, "{exe}: {}", out.stderr);
+        assert_eq!(
+            out.stderr
+                .lines()
+                .filter(|l| l.starts_with("FATAL:"))
+                .count(),
+            1,
+            "{exe}: {}",
+            out.stderr
+        );
     }
 }
