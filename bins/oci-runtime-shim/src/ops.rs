@@ -417,6 +417,19 @@ fn exec(
     if tty {
         words.push(os("--tty"));
     }
+    // crun 1.8 `exec --env` replaces the process environment (PATH included) where runc adds
+    // to it: give crun the container's environment with the user's variables merged in, so both
+    // behave like runc.
+    let env = if ctx.rt.kind == RuntimeKind::Crun && !env.is_empty() {
+        let base = sd
+            .as_ref()
+            .and_then(StateDir::bundle)
+            .map(|b| config_env(&b))
+            .unwrap_or_default();
+        merge_env(base, env)
+    } else {
+        env
+    };
     for e in env {
         words.extend([os("--env"), os(e)]);
     }
@@ -429,6 +442,32 @@ fn exec(
     // through untouched, with no proxy.
     let err = ctx.command(words).exec();
     Err(err).with_context(|| format!("cannot execute {}", ctx.rt.path.display()))
+}
+
+/// `process.env` of a bundle's config.json (empty when unreadable).
+fn config_env(bundle: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(bundle.join("config.json")) else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    v["process"]["env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `base` with `extra` applied on top: a NAME in `extra` replaces the same NAME in `base`.
+pub fn merge_env(base: Vec<String>, extra: Vec<String>) -> Vec<String> {
+    let name = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_string();
+    let overridden: std::collections::HashSet<String> = extra.iter().map(|e| name(e)).collect();
+    base.into_iter()
+        .filter(|e| !overridden.contains(&name(e)))
+        .chain(extra)
+        .collect()
 }
 
 fn update(g: &Global, id: &str, from: &str) -> Result<i32> {
@@ -487,6 +526,15 @@ mod tests {
         );
         let s: Vec<_> = v.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(s, ["--root", "/run/x", "--log", "/l", "create", "c"]);
+    }
+
+    #[test]
+    fn user_env_overrides_the_container_env() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            merge_env(v(&["PATH=/bin", "A=1", "B=2"]), v(&["A=x y", "C=3"])),
+            v(&["PATH=/bin", "B=2", "A=x y", "C=3"])
+        );
     }
 
     #[test]

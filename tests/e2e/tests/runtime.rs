@@ -82,7 +82,8 @@ fn basic_lifecycle_sequence() {
             &["sh", "-c", "echo started; while :; do sleep 1; done"],
         );
         let bs = b.display().to_string();
-        let id = "basic";
+        let id = &unique_id("basic");
+        let id = id.as_str();
         chain(&ctx, &b, &["create", "--bundle", &bs, id]).assert_success();
         assert_eq!(status(&ctx, id), "created");
         let sd = state_dir(&ctx, id);
@@ -113,30 +114,41 @@ fn basic_lifecycle_sequence() {
         }
         shim(&ctx, &["start", id]).assert_fatal("start failed");
 
-        shim(&ctx, &["exec", id, "hostname"])
+        if ctx.profile == Profile::UserNoSubids && ctx.rt == e2e::Rt::Crun {
+            // Known crun 1.8 limitation: `crun exec` becomes uid/gid 0 in the container's user
+            // namespace before switching to process.user, and the single-ID reverse map has no
+            // 0. Pinned here so a fixed crun shows up; runc (fakeroot spec) covers exec for
+            // users without subordinate IDs.
+            let out = shim(&ctx, &["exec", id, "hostname"]);
+            if out.code == 0 || !out.stderr.contains("setresgid") {
+                out.fail("expected crun's setresgid failure for exec in a single-ID container");
+            }
+        } else {
+            shim(&ctx, &["exec", id, "hostname"])
+                .assert_success()
+                .assert_stdout_eq("singularity");
+            // exec exit codes pass through (SingularityCE maps them to 255).
+            shim(&ctx, &["exec", id, "sh", "-c", "exit 7"]).assert_code(7);
+            shim(
+                &ctx,
+                &[
+                    "exec",
+                    "--env",
+                    "A=b c",
+                    "--cwd",
+                    "/tmp",
+                    id,
+                    "sh",
+                    "-c",
+                    "echo \"$A\"; pwd",
+                ],
+            )
             .assert_success()
-            .assert_stdout_eq("singularity");
-        // exec exit codes pass through (SingularityCE maps them to 255).
-        shim(&ctx, &["exec", id, "sh", "-c", "exit 7"]).assert_code(7);
-        shim(
-            &ctx,
-            &[
-                "exec",
-                "--env",
-                "A=b c",
-                "--cwd",
-                "/tmp",
-                id,
-                "sh",
-                "-c",
-                "echo \"$A\"; pwd",
-            ],
-        )
-        .assert_success()
-        .assert_stdout_eq("b c\n/tmp");
+            .assert_stdout_eq("b c\n/tmp");
+        }
         // A second create on the locked bundle is refused, with no side effects.
         chain(&ctx, &b, &["create", "--bundle", &bs, "other"])
-            .assert_fatal("locked by container 'basic'");
+            .assert_fatal(&format!("locked by container '{id}'"));
         assert!(!state_dir(&ctx, "other").exists());
 
         shim(&ctx, &["kill", id, "KILL"]).assert_success();
@@ -173,29 +185,37 @@ fn list_kill_signal_forms_and_delete_force() {
             ],
         );
         let bs = b.display().to_string();
-        chain(&ctx, &b, &["create", "--bundle", &bs, "lk"]).assert_success();
-        shim(&ctx, &["start", "lk"]).assert_success();
+        let lk = unique_id("lk");
+        let lk = lk.as_str();
+        chain(&ctx, &b, &["create", "--bundle", &bs, lk]).assert_success();
+        shim(&ctx, &["start", lk]).assert_success();
         let l = shim(&ctx, &["list"]);
-        l.assert_success().assert_stdout_contains("lk");
-        for form in [
-            &["kill", "-s", "HUP", "lk"][..],
-            &["kill", "lk", "SIGHUP"],
-            &["kill", "lk", "1"],
-        ] {
+        l.assert_success().assert_stdout_contains(lk);
+        let log = state_dir(&ctx, lk).join("container.log");
+        let hups = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("got HUP")
+                .count()
+        };
+        // One at a time: pending standard signals coalesce.
+        let forms: [&[&str]; 3] = [
+            &["kill", "-s", "HUP", lk],
+            &["kill", lk, "SIGHUP"],
+            &["kill", lk, "1"],
+        ];
+        for (n, form) in forms.iter().enumerate() {
             shim(&ctx, form).assert_success();
+            assert!(
+                wait_until(Duration::from_secs(5), || hups() == n + 1),
+                "[{}] {form:?} delivered",
+                ctx.name
+            );
         }
-        let log = state_dir(&ctx, "lk").join("container.log");
-        assert!(
-            wait_until(Duration::from_secs(5), || {
-                std::fs::read_to_string(&log).is_ok_and(|s| s.matches("got HUP").count() == 3)
-            }),
-            "[{}] three HUPs",
-            ctx.name
-        );
-        shim(&ctx, &["kill", "-s", "NOPE", "lk"]).assert_fatal("invalid signal 'NOPE'");
+        shim(&ctx, &["kill", "-s", "NOPE", lk]).assert_fatal("invalid signal 'NOPE'");
         // delete of a running container needs --force.
-        shim(&ctx, &["delete", "lk"]).assert_fatal("delete failed");
-        shim(&ctx, &["delete", "--force", "lk"]).assert_success();
+        shim(&ctx, &["delete", lk]).assert_fatal("delete failed");
+        shim(&ctx, &["delete", "--force", lk]).assert_success();
         std::fs::remove_dir_all(&b).unwrap();
         ctx.assert_no_leftovers();
     }
@@ -212,9 +232,11 @@ fn update_reads_a_file_or_stdin() {
             &["sh", "-c", "while :; do sleep 1; done"],
         );
         let bs = b.display().to_string();
-        chain(&ctx, &b, &["create", "--bundle", &bs, "upd"]).assert_success();
-        shim(&ctx, &["start", "upd"]).assert_success();
-        let pid: u32 = std::fs::read_to_string(state_dir(&ctx, "upd").join("container.pid"))
+        let upd = unique_id("upd");
+        let upd = upd.as_str();
+        chain(&ctx, &b, &["create", "--bundle", &bs, upd]).assert_success();
+        shim(&ctx, &["start", upd]).assert_success();
+        let pid: u32 = std::fs::read_to_string(state_dir(&ctx, upd).join("container.pid"))
             .unwrap()
             .trim()
             .parse()
@@ -233,16 +255,16 @@ fn update_reads_a_file_or_stdin() {
         assert_eq!(pids_max(), "500");
         shim_stdin(
             &ctx,
-            &["update", "-f", "-", "upd"],
+            &["update", "-f", "-", upd],
             r#"{"pids":{"limit":123}}"#,
         )
         .assert_success();
         assert_eq!(pids_max(), "123", "[{}] update -f - reads stdin", ctx.name);
         let f = ctx.write_file("res.json", r#"{"pids":{"limit":77}}"#);
-        shim(&ctx, &["update", "-f", &f.display().to_string(), "upd"]).assert_success();
+        shim(&ctx, &["update", "-f", &f.display().to_string(), upd]).assert_success();
         assert_eq!(pids_max(), "77");
-        shim(&ctx, &["update", "-f", "/nonexistent.json", "upd"]).assert_fatal("/nonexistent.json");
-        shim(&ctx, &["delete", "-f", "upd"]).assert_success();
+        shim(&ctx, &["update", "-f", "/nonexistent.json", upd]).assert_fatal("/nonexistent.json");
+        shim(&ctx, &["delete", "-f", upd]).assert_success();
         std::fs::remove_dir_all(&b).unwrap();
         ctx.assert_no_leftovers();
     }
@@ -260,16 +282,18 @@ fn exec_with_a_terminal() {
     for ctx in matrix() {
         let b = bundle(&ctx, "b", &[], &["sh", "-c", "while :; do sleep 1; done"]);
         let bs = b.display().to_string();
-        chain(&ctx, &b, &["create", "--bundle", &bs, "tty"]).assert_success();
-        shim(&ctx, &["start", "tty"]).assert_success();
+        let tty = unique_id("tty");
+        let tty = tty.as_str();
+        chain(&ctx, &b, &["create", "--bundle", &bs, tty]).assert_success();
+        shim(&ctx, &["start", tty]).assert_success();
         // script(1) gives the shim a pty, so `exec -t` can hand one to the command.
         let cmd = format!(
-            "{} exec -t tty sh -c 'test -t 0 && tty && exit 5'",
-            q(&ctx.bin("oci-runtime-shim"))
+            "{} exec -t {tty} sh -c 'test -t 0 && tty && exit 5'",
+            q(&ctx.bin("oci-runtime-shim")),
         );
         let out = ctx.run("script", &["-qec", &cmd, "/dev/null"]);
         out.assert_code(5).assert_stdout_contains("/dev/pts/");
-        shim(&ctx, &["delete", "--force", "tty"]).assert_success();
+        shim(&ctx, &["delete", "--force", tty]).assert_success();
         std::fs::remove_dir_all(&b).unwrap();
         ctx.assert_no_leftovers();
     }
@@ -351,7 +375,7 @@ fn debug_prints_the_runtime_argv() {
         let bs = b.display().to_string();
         let out = chain(&ctx, &b, &["--debug", "run", "--bundle", &bs, "dbg"]);
         out.assert_success();
-        out.assert_stderr_contains(&format!("runtime argv: "));
+        out.assert_stderr_contains("runtime argv: ");
         out.assert_stderr_contains(&format!("run --bundle {bs} --pid-file "));
         assert!(out.stderr.contains(ctx.rt.name()), "{}", out.stderr);
         std::fs::remove_dir_all(&b).unwrap();

@@ -20,7 +20,11 @@ pub fn bundle(ctx: &Ctx, name: &str, mkspec: &[&str], cmd: &[&str]) -> PathBuf {
     let unpack = ctx.bin("oci-unpack");
     let spec = ctx.bin("oci-mkspec");
     let mut opts: Vec<&str> = mkspec.to_vec();
-    if ctx.profile == Profile::Fakeroot {
+    // runc cannot take the reverse map inside a single-ID namespace (oci-mkspec refuses it):
+    // without subordinate IDs runc runs the fakeroot spec.
+    if ctx.profile == Profile::Fakeroot
+        || (ctx.profile == Profile::UserNoSubids && ctx.rt == e2e::Rt::Runc)
+    {
         opts.push("--fakeroot");
     }
     let script = format!(
@@ -49,7 +53,11 @@ pub fn chain(ctx: &Ctx, bundle: &std::path::Path, shim_args: &[&str]) -> Output 
     let shim = ctx.bin("oci-runtime-shim");
     argv[3] = &shim;
     argv.extend_from_slice(shim_args);
-    ctx.run(ctx.bin("oci-userns-starter"), &argv)
+    // The single-ID notice is tested in starter.rs; here stderr must be the shim's alone.
+    ctx.cmd(ctx.bin("oci-userns-starter"))
+        .args(&argv)
+        .env("SINGULARITY_QUIET", "1")
+        .run()
 }
 
 /// `oci-runtime-shim ARGS` from the host namespaces (later lifecycle operations).
@@ -110,4 +118,9 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
         }
     }
     v
+}
+
+/// A container id unique to this test process (root's state root is shared by every test).
+pub fn unique_id(base: &str) -> String {
+    format!("{base}-{}", std::process::id())
 }
