@@ -79,15 +79,16 @@ struct Seen {
 }
 
 impl TreeExpectation {
+    /// Every path to look at, once each, with whether its contents are needed.
     fn all_paths(&self) -> Vec<(String, bool)> {
-        let mut v: Vec<(String, bool)> = self
-            .present
-            .iter()
-            .map(|p| (p.path.clone(), p.content.is_some()))
-            .collect();
-        v.extend(self.absent.iter().map(|p| (p.clone(), false)));
-        v.extend(self.hardlinks.iter().flatten().map(|p| (p.clone(), false)));
-        v
+        let mut want: BTreeMap<String, bool> = BTreeMap::new();
+        for p in &self.present {
+            *want.entry(p.path.clone()).or_default() |= p.content.is_some();
+        }
+        for p in self.absent.iter().chain(self.hardlinks.iter().flatten()) {
+            want.entry(p.clone()).or_default();
+        }
+        want.into_iter().collect()
     }
 
     fn compare(&self, seen: &BTreeMap<String, Seen>) -> Vec<String> {
