@@ -80,7 +80,14 @@ impl Ctx {
             .with_context(|| format!("cannot run {}", self.rt.path.display()))?;
         let err = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
-            eprint!("{err}");
+            // runc's `list` trips over the shim's own `containers/` directory under the same
+            // root; that one line is noise, not news.
+            for l in err
+                .lines()
+                .filter(|l| !l.contains("load container containers:"))
+            {
+                eprintln!("{l}");
+            }
             return Ok(());
         }
         bail!(
