@@ -61,13 +61,19 @@ impl Ctx {
 
     /// Does the runtime know container `id` (under `root`)?
     fn knows(&self, root: &Path, id: &str) -> bool {
-        Command::new(&self.rt.path)
-            .args(runtime_argv(root, vec![os("state"), os(id)]))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        runtime_knows(&self.rt.path, root, id)
+    }
+
+    /// Is the holder of a bundle lock still a container? Asked of the runtime that created it
+    /// (recorded in its state dir): a runc container is unknown to crun, and must not look stale.
+    fn holder_alive(&self, h: &state::LockHolder) -> bool {
+        let recorded = StateDir::path(&h.root, &h.id)
+            .ok()
+            .and_then(|d| std::fs::read_to_string(d.join("runtime")).ok())
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        let rt = recorded.unwrap_or_else(|| self.rt.path.clone());
+        runtime_knows(&rt, &h.root, &h.id)
     }
 
     /// Run the runtime; on failure, one FATAL-ready error with its last stderr line.
@@ -112,6 +118,16 @@ impl Ctx {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+fn runtime_knows(runtime: &Path, root: &Path, id: &str) -> bool {
+    Command::new(runtime)
+        .args(runtime_argv(root, vec![os("state"), os(id)]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The last non-empty line of a runtime's stderr, reduced to its message: runc logs
@@ -335,7 +351,7 @@ fn create(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: &str) -> Res
     let mut guard = SdGuard(Some(StateDir::create(&ctx.root, id)?));
     let sd = guard.0.as_ref().expect("state dir");
     sd.record(&bundle, &ctx.rt.path)?;
-    state::lock_bundle(&bundle, id, &ctx.root, |h| ctx.knows(&h.root, &h.id))?;
+    state::lock_bundle(&bundle, id, &ctx.root, |h| ctx.holder_alive(h))?;
     let made = (|| -> Result<()> {
         prepare_for_new_container(&ctx)?;
         let log = std::fs::OpenOptions::new()
