@@ -181,7 +181,7 @@ fn list_kill_signal_forms_and_delete_force() {
             &[
                 "sh",
                 "-c",
-                "trap 'echo got HUP' HUP; while :; do sleep 0.1; done",
+                "trap 'echo got HUP' HUP; echo ready; while :; do sleep 0.1; done",
             ],
         );
         let bs = b.display().to_string();
@@ -198,7 +198,11 @@ fn list_kill_signal_forms_and_delete_force() {
                 .matches("got HUP")
                 .count()
         };
-        // One at a time: pending standard signals coalesce.
+        // The trap must be set before the first HUP (PID 1 ignores signals it has no handler
+        // for), and they go one at a time: pending standard signals coalesce.
+        assert!(wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).is_ok_and(|s| s.contains("ready"))
+        }));
         let forms: [&[&str]; 3] = [
             &["kill", "-s", "HUP", lk],
             &["kill", lk, "SIGHUP"],
