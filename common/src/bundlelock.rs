@@ -108,8 +108,9 @@ pub fn lock(bundle: &Path, id: &str, root: &Path) -> Result<()> {
             .mode(0o600)
             .open(&m)
             .with_context(|| format!("cannot create the bundle lock {}", m.display()))?;
+        // No fsync: the marker only matters while the container exists, and no container
+        // survives a crash or a reboot (a marker that does is reported as stale).
         writeln!(f, "id={id}\nroot={}", root.display())?;
-        f.sync_all()?;
         Ok(())
     })();
     if result.is_err() {

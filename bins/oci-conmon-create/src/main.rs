@@ -130,10 +130,9 @@ fn create(o: options::Options) -> Result<()> {
     std::os::unix::fs::symlink(&bundle.path, sd.join(files::BUNDLE_LINK))
         .with_context(|| format!("cannot link {} to the bundle", sd.display()))?;
     // Later operations (oci-runtime-shim) use the runtime that created the container.
-    common::fsutil::atomic_write(
+    write_state_file(
         &sd.join(files::RUNTIME),
         runtime.path.as_os_str().as_encoded_bytes(),
-        0o600,
     )?;
     if let Some(f) = &pid_file {
         common::fsutil::atomic_write(f, created.pid.to_string().as_bytes(), 0o644)
@@ -158,7 +157,7 @@ fn create(o: options::Options) -> Result<()> {
         pid_file,
     };
     let json = serde_json::to_string(&record)?;
-    common::fsutil::atomic_write(&sd.join(files::CREATE_RECORD), json.as_bytes(), 0o600)?;
+    write_state_file(&sd.join(files::CREATE_RECORD), json.as_bytes())?;
     prepared.keep();
     println!("{json}");
     common::cli::debug(format!(
@@ -166,6 +165,21 @@ fn create(o: options::Options) -> Result<()> {
         o.id, created.pid, created.conmon_pid
     ));
     Ok(())
+}
+
+/// A new file in the fresh state directory. No temporary name and no fsync: nobody reads the
+/// directory before the record is printed, and a container does not outlive a crash (the state
+/// root is normally on tmpfs); fsyncs would cost milliseconds per create on a busy disk.
+fn write_state_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// An id that is already in use must fail before anything is touched: the failure path removes
