@@ -449,3 +449,40 @@ fn hundred_mixed_runs_leave_nothing_behind() {
         );
     }
 }
+
+/// A runtime killed in the middle of `run` cannot clean up: the shim deletes the container
+/// (`delete --force`) and exits 128+9.
+#[test]
+fn runtime_killed_mid_run_leaves_nothing() {
+    for ctx in matrix() {
+        // $0 of the container's shell: a name to look for among the host's processes.
+        let marker = format!("killed-mid-run-{}", unique_id(ctx.rt.name()));
+        let b = bundle(
+            &ctx,
+            "b",
+            &[],
+            &[
+                "sh",
+                "-c",
+                "echo ready; while :; do sleep 0.1; done",
+                &marker,
+            ],
+        );
+        let o = ctx.dir().join("out");
+        let script = format!(
+            "{st} --overlay {b} -- {sh} run --bundle {b} > {o} 2>&1 & p=$!
+             i=0; until grep -q ready {o}; do i=$((i+1)); [ $i -lt 400 ] || exit 99; sleep 0.05; done
+             kill -KILL $(pgrep -P $p); wait $p; echo rc=$?",
+            st = q(&ctx.bin("oci-userns-starter")),
+            sh = q(&ctx.bin("oci-runtime-shim")),
+            b = q(&b.display().to_string()),
+            o = q(&o.display().to_string()),
+        );
+        let out = ctx.run("sh", &["-c", &script]);
+        out.assert_success().assert_stdout_contains("rc=137");
+        let strays = processes_mentioning(&marker);
+        assert!(strays.is_empty(), "[{}] {strays:?}", ctx.name);
+        std::fs::remove_dir_all(&b).unwrap();
+        ctx.assert_no_leftovers();
+    }
+}
