@@ -135,6 +135,7 @@ fn record_kind(stdout: &str) -> String {
 #[test]
 fn sigkill_oci_fetch_at_random_points() {
     require_root();
+    let _failed = RecordOnPanic::new("crash-oci-fetch");
     let s = Scratch::new("crash-fetch");
     let mut rng = Rng::from_env("crash/oci-fetch");
     // 12 MiB of incompressible data plus 400 small files: a fetch takes ~1.5 s through the
@@ -223,6 +224,7 @@ fn sigkill_oci_fetch_at_random_points() {
 #[test]
 fn sigkill_oci_unpack_at_random_points() {
     require_root();
+    let _failed = RecordOnPanic::new("crash-oci-unpack");
     let s = Scratch::new("crash-unpack");
     let mut rng = Rng::from_env("crash/oci-unpack");
     // Unpack time goes into entries and bytes: 8 MiB in 8 files plus 3000 small files.
@@ -328,6 +330,7 @@ fn sigkill_oci_unpack_at_random_points() {
 #[test]
 fn sigkill_oci_fetch_during_cache_setup() {
     require_root();
+    let _failed = RecordOnPanic::new("crash-cache-setup");
     let s = Scratch::new("crash-setup");
     let mut rng = Rng::from_env("crash/cache-setup");
     let reference = e2e::oci_ref("busybox");

@@ -164,6 +164,7 @@ fn locks_held(ctx: &Ctx) -> Vec<String> {
 }
 
 fn soak(profile: Profile) {
+    let _failed = RecordOnPanic::new(format!("leaks-{}", profile.name()));
     let mut rng = Rng::from_env(&format!("leaks/{}", profile.name()));
     let ctxs: Vec<Ctx> = Rt::ALL
         .iter()

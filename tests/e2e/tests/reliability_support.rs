@@ -779,3 +779,41 @@ pub fn record_result(name: &str, mut v: serde_json::Value) {
         serde_json::to_vec(&v).unwrap(),
     );
 }
+
+/// Records the named result as failed when the test panics, so that the summary never shows a
+/// stale pass for a test that has since failed. A result the test recorded itself before it
+/// panicked is kept, marked as failed.
+pub struct RecordOnPanic {
+    name: String,
+    start: std::time::SystemTime,
+}
+
+impl RecordOnPanic {
+    pub fn new(name: impl Into<String>) -> RecordOnPanic {
+        RecordOnPanic {
+            name: name.into(),
+            start: std::time::SystemTime::now(),
+        }
+    }
+}
+
+impl Drop for RecordOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        // Written by this run of the test (after it started)?
+        let path = workspace().join(format!("target/reliability/{}.json", self.name));
+        let own = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= self.start);
+        let mut v = if own {
+            serde_json::from_slice(&fs::read(&path).unwrap())
+                .unwrap_or_else(|_| serde_json::json!({}))
+        } else {
+            serde_json::json!({"cases": 1, "survived": 0, "escapes": 0, "leaks": 0})
+        };
+        v["failed"] = serde_json::json!(true);
+        record_result(&self.name, v);
+    }
+}
