@@ -85,7 +85,9 @@ pub fn check_container_id(id: &str) -> Result<()> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && !id.starts_with('.')
-        && !id.starts_with('-');
+        && !id.starts_with('-')
+        // The runtime keeps its own state at <root>/<id>, beside our <root>/containers/.
+        && id != "containers";
     if !ok {
         bail!("invalid container id '{id}' (use letters, digits, '-', '_' and '.')");
     }
@@ -99,7 +101,7 @@ mod tests {
     #[test]
     fn ids() {
         assert!(check_container_id("abc-123_x.y").is_ok());
-        for bad in ["", "../x", "a/b", "-x", ".hidden", "a b"] {
+        for bad in ["", "../x", "a/b", "-x", ".hidden", "a b", "containers"] {
             assert!(check_container_id(bad).is_err(), "{bad}");
         }
     }
