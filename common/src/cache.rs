@@ -104,6 +104,12 @@ impl Cache {
         self.root.join("tmp")
     }
 
+    /// Write a small cache entry atomically, its temporary kept in `tmp/` (see
+    /// [`crate::fsutil::atomic_write_in`]).
+    pub fn write_entry(&self, target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+        crate::fsutil::atomic_write_in(&self.tmp_dir(), target, bytes, mode)
+    }
+
     /// Take the exclusive lock called `name` (for example `blob-<hex>` or `rootfs-<key>`).
     pub fn lock(&self, name: &str) -> Result<LockFile> {
         LockFile::exclusive(&self.root.join("locks").join(format!("{name}.lock")))

@@ -65,7 +65,51 @@ pub fn unique_suffix() -> String {
 
 /// Write `bytes` to `target` atomically: temporary file, fsync, rename.
 pub fn atomic_write(target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let tmp = temp_sibling(target);
+    write_then_rename(&temp_sibling(target), target, bytes, mode)
+}
+
+/// Like [`atomic_write`], with the temporary file in `tmp_dir` (same filesystem as `target`).
+/// Caches use this so that a process killed mid-write leaves its debris in one place that
+/// [`sweep_dead_temps`] cleans, never among the entries.
+pub fn atomic_write_in(tmp_dir: &Path, target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = tmp_dir.join(format!(
+        ".tmp-{}-{}-{}",
+        std::process::id(),
+        unique_suffix(),
+        name
+    ));
+    write_then_rename(&tmp, target, bytes, mode)
+}
+
+/// Remove `.tmp-<pid>-*` files in `dir` whose writer process is gone. A live pid (possibly
+/// reused) keeps its file; it is removed by a later sweep.
+pub fn sweep_dead_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let alive = pid > 0
+            && (nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+                || Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn write_then_rename(tmp: &Path, target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = tmp.to_path_buf();
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -168,6 +212,21 @@ mod tests {
         atomic_write(&t, b"two", 0o644).unwrap();
         assert_eq!(fs::read(&t).unwrap(), b"two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn dead_writers_temps_are_swept() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("f");
+        atomic_write_in(d.path(), &t, b"x", 0o644).unwrap();
+        // pid 0 is never a writer, i.e. always dead; our own pid is alive.
+        fs::write(d.path().join(".tmp-0-abc-f"), b"debris").unwrap();
+        let mine = d.path().join(format!(".tmp-{}-abc-g", std::process::id()));
+        fs::write(&mine, b"in progress").unwrap();
+        sweep_dead_temps(d.path());
+        assert!(!d.path().join(".tmp-0-abc-f").exists());
+        assert!(mine.exists());
+        assert_eq!(fs::read(&t).unwrap(), b"x");
     }
 
     #[test]

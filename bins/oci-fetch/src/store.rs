@@ -106,7 +106,8 @@ impl Store {
         if self.has(d) {
             return Ok(());
         }
-        common::fsutil::atomic_write(&self.path(d), bytes, 0o644)
+        self.cache
+            .write_entry(&self.path(d), bytes, 0o644)
             .with_context(|| format!("cannot store blob {d}"))
     }
 

@@ -410,7 +410,9 @@ pub fn save_ref(store: &Store, r: &DockerRef, d: &Digest, media_type: &str) -> R
     let v = serde_json::json!({
         "reference": r.canonical(), "digest": d.to_string(), "mediaType": media_type,
     });
-    common::fsutil::atomic_write(&ref_path(store, r), v.to_string().as_bytes(), 0o600)
+    store
+        .cache()
+        .write_entry(&ref_path(store, r), v.to_string().as_bytes(), 0o600)
 }
 
 fn load_ref(store: &Store, r: &DockerRef) -> Option<(Digest, String)> {
