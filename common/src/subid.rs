@@ -63,6 +63,12 @@ pub fn find_range(contents: &str, file: &str, name: &str, id: u32) -> Result<Opt
                 n + 1
             );
         };
+        if start.checked_add(count - count.min(1)).is_none() {
+            bail!(
+                "{file} line {} is malformed: '{line}' (the range runs past the largest ID)",
+                n + 1
+            );
+        }
         if owner == name || owner == id_str {
             if count == 0 {
                 continue;
@@ -248,6 +254,12 @@ mod tests {
     fn malformed_line_names_file_and_line() {
         let e = find_range("ok:1:2\nbad line\n", "/etc/subuid", "x", 1).unwrap_err();
         assert!(e.to_string().contains("/etc/subuid line 2"), "{e}");
+    }
+
+    #[test]
+    fn range_past_the_largest_id_is_malformed() {
+        assert!(find_range("u:4294967295:2\n", "f", "u", 1).is_err());
+        assert!(find_range("u:4294967295:1\n", "f", "u", 1).is_ok());
     }
 
     #[test]
