@@ -480,7 +480,7 @@ pub fn build(i: &EnvInputs, warn: &mut dyn FnMut(String)) -> Vec<String> {
         let pass = if i.no_compat && !i.cleanenv {
             host_var_passes_no_compat(k)
         } else {
-            COMPAT_PASSTHROUGH.contains(&k.as_str())
+            COMPAT_PASSTHROUGH.contains(&k.as_str()) || crate::launch::is_wiring_var(k)
         };
         if pass && !env.contains(k) {
             env.set(k, v);
@@ -639,6 +639,22 @@ mod tests {
         assert_eq!(get(&e, "PATH"), Some(DEFAULT_PATH));
         i.cleanenv = true;
         assert_eq!(get(&build_q(&i), "WHO"), None);
+    }
+
+    #[test]
+    fn compat_passes_job_wiring() {
+        let host = kv(&[
+            ("SLURM_PROCID", "2"),
+            ("PMIX_RANK", "2"),
+            ("OMPI_MCA_x", "y"),
+            ("WHO", "ME"),
+        ]);
+        let image = vec!["OMPI_MCA_x=image".to_string()];
+        let e = build_q(&base(&host, &image));
+        assert_eq!(get(&e, "SLURM_PROCID"), Some("2"));
+        assert_eq!(get(&e, "PMIX_RANK"), Some("2"));
+        assert_eq!(get(&e, "OMPI_MCA_x"), Some("image"));
+        assert_eq!(get(&e, "WHO"), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod env;
 mod etcfiles;
 mod host;
 mod image;
+mod launch;
 mod mounts;
 mod options;
 mod process;
@@ -80,6 +81,8 @@ fn run(args: cli::Args) -> Result<i32> {
     let bundle_dir = common::fsutil::absolute(bundle_arg)?;
 
     let host = host::gather(!common::identity::is_host_root() && !opts.fakeroot)?;
+    // An MPI rank shares the PID namespace, /dev/shm and the PMIx server directory (launch.rs).
+    let opts = launch::rank_options(&opts, &host.env).unwrap_or(opts);
     let root = rootfs::RootDir::open(&record.rootfs)?;
     let dir_exists = |p: &str| root.is_dir(p);
     let facts = spec::RootfsFacts {
