@@ -70,14 +70,17 @@ fn dir_lock(bundle: &Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
-/// True when the holder's state directory is gone: nothing can ever release the lock.
-pub fn is_stale(h: &Holder) -> bool {
-    h.state_dir().symlink_metadata().is_err()
+/// True while the holder's state directory exists (once it is gone, nothing can ever release
+/// the lock).
+pub fn state_dir_exists(h: &Holder) -> bool {
+    h.state_dir().symlink_metadata().is_ok()
 }
 
 /// Take the lock for container `id` under state root `root`. Its state directory should already
-/// exist, so that a concurrent create never mistakes this lock for a stale one.
-pub fn lock(bundle: &Path, id: &str, root: &Path) -> Result<()> {
+/// exist, so that a concurrent create never mistakes this lock for a stale one. `alive` says
+/// whether an existing holder is still a container: the shim asks the runtime that created it;
+/// [`state_dir_exists`] is the cheap answer.
+pub fn lock(bundle: &Path, id: &str, root: &Path, alive: impl Fn(&Holder) -> bool) -> Result<()> {
     let _guard = dir_lock(bundle)?;
     let m = marker(bundle);
     match holder(bundle)? {
@@ -87,7 +90,7 @@ pub fn lock(bundle: &Path, id: &str, root: &Path) -> Result<()> {
             bundle.display(),
             m.display()
         ),
-        Some(Some(h)) if !is_stale(&h) => bail!(
+        Some(Some(h)) if alive(&h) => bail!(
             "bundle {} is locked by container '{}' (delete it first)",
             bundle.display(),
             h.id
@@ -145,12 +148,14 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let r = tempfile::tempdir().unwrap();
         state(r.path(), "c1");
-        lock(b.path(), "c1", r.path()).unwrap();
+        lock(b.path(), "c1", r.path(), state_dir_exists).unwrap();
         assert_eq!(
             std::fs::read_to_string(marker(b.path())).unwrap(),
             format!("id=c1\nroot={}\n", r.path().display())
         );
-        let e = lock(b.path(), "c2", r.path()).unwrap_err().to_string();
+        let e = lock(b.path(), "c2", r.path(), state_dir_exists)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("locked by container 'c1'"), "{e}");
         release(b.path(), "c2").unwrap();
         assert!(marker(b.path()).exists(), "another id must not release it");
@@ -162,8 +167,8 @@ mod tests {
     fn stale_lock_is_taken_over() {
         let b = tempfile::tempdir().unwrap();
         let r = tempfile::tempdir().unwrap();
-        lock(b.path(), "gone", r.path()).unwrap();
-        lock(b.path(), "c2", r.path()).unwrap();
+        lock(b.path(), "gone", r.path(), state_dir_exists).unwrap();
+        lock(b.path(), "c2", r.path(), state_dir_exists).unwrap();
         assert_eq!(holder(b.path()).unwrap().unwrap().unwrap().id, "c2");
     }
 
@@ -171,7 +176,9 @@ mod tests {
     fn foreign_empty_marker_is_refused() {
         let b = tempfile::tempdir().unwrap();
         std::fs::write(marker(b.path()), b"").unwrap();
-        let e = lock(b.path(), "c1", b.path()).unwrap_err().to_string();
+        let e = lock(b.path(), "c1", b.path(), state_dir_exists)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unreadable lock"), "{e}");
     }
 }

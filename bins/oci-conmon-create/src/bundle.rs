@@ -65,7 +65,7 @@ impl Prepared {
         };
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))?;
-        common::bundlelock::lock(&bundle.path, id, root)?;
+        common::bundlelock::lock(&bundle.path, id, root, common::bundlelock::state_dir_exists)?;
         p.locked = true;
         Ok(p)
     }

@@ -15,7 +15,7 @@
 
 use crate::args::{Global, Op};
 use crate::proxy;
-use crate::state::{self, StateDir};
+use crate::state::StateDir;
 use anyhow::{Context, Result, bail};
 use common::runtime::{Runtime, RuntimeKind};
 use std::ffi::OsString;
@@ -66,7 +66,7 @@ impl Ctx {
 
     /// Is the holder of a bundle lock still a container? Asked of the runtime that created it
     /// (recorded in its state dir): a runc container is unknown to crun, and must not look stale.
-    fn holder_alive(&self, h: &state::LockHolder) -> bool {
+    fn holder_alive(&self, h: &common::bundlelock::Holder) -> bool {
         let recorded = StateDir::path(&h.root, &h.id)
             .ok()
             .and_then(|d| std::fs::read_to_string(d.join("runtime")).ok())
@@ -351,7 +351,7 @@ fn create(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: &str) -> Res
     let mut guard = SdGuard(Some(StateDir::create(&ctx.root, id)?));
     let sd = guard.0.as_ref().expect("state dir");
     sd.record(&bundle, &ctx.rt.path)?;
-    state::lock_bundle(&bundle, id, &ctx.root, |h| ctx.holder_alive(h))?;
+    common::bundlelock::lock(&bundle, id, &ctx.root, |h| ctx.holder_alive(h))?;
     let made = (|| -> Result<()> {
         prepare_for_new_container(&ctx)?;
         let log = std::fs::OpenOptions::new()
@@ -390,7 +390,7 @@ fn create(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: &str) -> Res
     })();
     if let Err(e) = made {
         ctx.force_delete(id);
-        let _ = state::release_bundle(&bundle, id);
+        let _ = common::bundlelock::release(&bundle, id);
         return Err(e);
     }
     if let Some(p) = pid_file {
@@ -418,8 +418,17 @@ fn delete(g: &Global, id: &str, force: bool) -> Result<i32> {
         ));
     }
     if let Some(sd) = sd {
+        // A conmon-created container: after the container exits its conmon still writes the
+        // exit file into the state dir and runs the exit command, so wait for it before
+        // removing the dir (removing it under conmon's feet made `delete --force` fail).
+        if !common::conmon::wait_monitor_gone(&sd.dir, std::time::Duration::from_secs(5)) {
+            common::cli::warn(format!(
+                "conmon of container '{id}' is still running after 5 s"
+            ));
+        }
         if let Some(b) = sd.bundle() {
-            state::release_bundle(&b, id)?;
+            common::conmon::remove_bundle_leftovers(&b);
+            common::bundlelock::release(&b, id)?;
         }
         sd.remove()?;
     }

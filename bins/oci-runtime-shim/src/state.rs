@@ -1,4 +1,4 @@
-//! The shim's per-container state directory and the bundle lock.
+//! The shim's per-container state directory.
 //!
 //! `<root>/containers/<id>/` (mode 0700, below the runtime's own `--root`) holds:
 //! * `bundle`: symlink to the absolute bundle path;
@@ -10,18 +10,12 @@
 //!
 //! `delete` removes the whole directory (SingularityCE leaves the files behind, §9.1).
 //!
-//! The bundle lock is the marker `<bundle>/.singularity-oci.lock` (SingularityCE's name and
-//! place), holding the container id and state root. Only `create` takes it, only `delete` (or a
-//! failed create) releases it. A marker whose container the runtime no longer knows is stale: it
-//! is reported and taken over.
+//! The bundle lock is `common::bundlelock`; the shim judges a holder alive by asking the runtime
+//! that created it.
 
 use anyhow::{Context, Result, bail};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-pub const LOCK_NAME: &str = ".singularity-oci.lock";
 
 pub struct StateDir {
     pub dir: PathBuf,
@@ -142,107 +136,9 @@ impl Mode0700 for fs::DirBuilder {
     }
 }
 
-/// Who holds a bundle lock.
-#[derive(Debug, PartialEq)]
-pub struct LockHolder {
-    pub id: String,
-    pub root: PathBuf,
-}
-
-fn marker(bundle: &Path) -> PathBuf {
-    bundle.join(LOCK_NAME)
-}
-
-fn parse_marker(text: &str) -> Option<LockHolder> {
-    let mut l = text.lines();
-    let id = l.next()?.strip_prefix("id=")?.to_string();
-    let root = PathBuf::from(l.next()?.strip_prefix("root=")?);
-    Some(LockHolder { id, root })
-}
-
-/// Take the bundle lock for container `id`. `alive` tells whether a holder still exists.
-pub fn lock_bundle(
-    bundle: &Path,
-    id: &str,
-    root: &Path,
-    alive: impl Fn(&LockHolder) -> bool,
-) -> Result<()> {
-    // Serialise concurrent creates on the same bundle with a flock on the directory itself.
-    let dir =
-        fs::File::open(bundle).with_context(|| format!("cannot open {}", bundle.display()))?;
-    dir.lock()
-        .with_context(|| format!("cannot lock {}", bundle.display()))?;
-    let m = marker(bundle);
-    if let Ok(text) = fs::read_to_string(&m) {
-        match parse_marker(&text) {
-            Some(h) if alive(&h) => bail!(
-                "bundle {} is locked by container '{}' (delete it first)",
-                bundle.display(),
-                h.id
-            ),
-            Some(h) => common::cli::warn(format!(
-                "stale lock on bundle {}: container '{}' no longer exists; taking the lock over",
-                bundle.display(),
-                h.id
-            )),
-            None => bail!(
-                "bundle {} has an unreadable lock file {}: remove it if no container uses the bundle",
-                bundle.display(),
-                m.display()
-            ),
-        }
-        fs::remove_file(&m).with_context(|| format!("cannot remove {}", m.display()))?;
-    }
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&m)
-        .with_context(|| format!("cannot create the lock {}", m.display()))?;
-    writeln!(f, "id={id}\nroot={}", root.display())
-        .with_context(|| format!("cannot write {}", m.display()))?;
-    Ok(())
-}
-
-/// Release the bundle lock if it belongs to container `id`.
-pub fn release_bundle(bundle: &Path, id: &str) -> Result<()> {
-    let m = marker(bundle);
-    match fs::read_to_string(&m) {
-        Ok(t) if parse_marker(&t).is_some_and(|h| h.id == id) => {
-            fs::remove_file(&m).with_context(|| format!("cannot remove {}", m.display()))
-        }
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lock_refuses_live_holder_and_takes_over_stale_one() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Path::new("/r");
-        lock_bundle(d.path(), "a", root, |_| true).unwrap();
-        let e = lock_bundle(d.path(), "b", root, |_| true).unwrap_err();
-        assert!(e.to_string().contains("locked by container 'a'"), "{e}");
-        lock_bundle(d.path(), "b", root, |h| h.id != "a").unwrap();
-        let t = fs::read_to_string(d.path().join(LOCK_NAME)).unwrap();
-        assert_eq!(
-            parse_marker(&t),
-            Some(LockHolder {
-                id: "b".into(),
-                root: root.into()
-            })
-        );
-        release_bundle(d.path(), "a").unwrap();
-        assert!(
-            d.path().join(LOCK_NAME).exists(),
-            "only the holder releases"
-        );
-        release_bundle(d.path(), "b").unwrap();
-        assert!(!d.path().join(LOCK_NAME).exists());
-    }
 
     #[test]
     fn live_pid_sees_a_running_process_but_not_a_later_one() {
