@@ -184,7 +184,7 @@ impl Ctx {
         };
         let name = format!("{test_name}.{}.{}", profile.name(), rt.name());
         let work = workdir();
-        let dir = work.join("tests").join(&name);
+        let dir = work.join("t").join(dir_name(test_name, profile, rt));
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .unwrap_or_else(|e| panic!("cannot remove old {}: {e}", dir.display()));
@@ -406,7 +406,7 @@ pub fn workdir() -> PathBuf {
                 .expect("SIOCI_PREFIX has a parent")
                 .join("work"),
         };
-        for d in [w.clone(), w.join("tests")] {
+        for d in [w.clone(), w.join("t")] {
             std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
@@ -484,6 +484,27 @@ fn tools_present() {
             assert!(found, "{t} is not installed: run scripts/setup");
         }
     });
+}
+
+/// The per-test directory name: the test name cut to 32 bytes plus a hash of the whole name
+/// (unique and still recognisable), then profile and runtime. Kept short because unix socket
+/// paths (console sockets, attach sockets) below it are limited to 107 bytes.
+fn dir_name(test_name: &str, profile: Profile, rt: Rt) -> String {
+    // FNV-1a: tiny, stable, good enough to tell names apart.
+    let hash = test_name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut cut = test_name.len().min(32);
+    while !test_name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}-{:06x}.{}.{}",
+        &test_name[..cut],
+        hash & 0xff_ffff,
+        profile.name(),
+        rt.name()
+    )
 }
 
 fn lookup_user(name: &str) -> (u32, u32, PathBuf) {
