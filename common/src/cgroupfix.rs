@@ -35,14 +35,7 @@ pub fn host_needs_fix() -> bool {
 /// Needs CAP_SYS_ADMIN in the current user namespace (root, or root of our outer namespace).
 pub fn apply() -> Result<()> {
     unshare(CloneFlags::CLONE_NEWNS).context("cannot create a private mount namespace for crun")?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("cannot make / private")?;
+    crate::mountns::make_root_private()?;
     mount(
         Some("/dev/null"),
         CONTROLLERS,

@@ -64,18 +64,40 @@ impl Args {
 
     /// Reject leftover options; return the remaining positional arguments.
     pub fn positionals(self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-        let mut pos = Vec::new();
-        for a in self.opts.finish() {
-            let s = a
-                .into_string()
-                .map_err(|a| anyhow::anyhow!("argument is not valid UTF-8: {a:?}"))?;
-            if s.starts_with('-') && s.len() > 1 {
-                anyhow::bail!("unknown option '{s}' (see --help)");
-            }
-            pos.push(s);
-        }
-        Ok((pos, self.command))
+        Ok((positionals(self.opts)?, self.command))
     }
+
+    /// Exactly one positional argument (a container id, a reference...), no `--` command.
+    /// `usage` is quoted in the errors.
+    pub fn single_positional(self, what: &str, usage: &str) -> anyhow::Result<String> {
+        if self.has_command {
+            anyhow::bail!("unexpected '--' (usage: {usage})");
+        }
+        let mut pos = positionals(self.opts)?.into_iter();
+        match (pos.next(), pos.next()) {
+            (Some(one), None) => Ok(one),
+            (None, _) => anyhow::bail!("no {what} given (usage: {usage})"),
+            (Some(_), Some(extra)) => {
+                anyhow::bail!("unexpected argument '{extra}' (usage: {usage})")
+            }
+        }
+    }
+}
+
+/// What is left of `opts` once every option was taken: positional arguments only; an unknown
+/// `-option` is an error.
+pub fn positionals(opts: pico_args::Arguments) -> anyhow::Result<Vec<String>> {
+    let mut pos = Vec::new();
+    for a in opts.finish() {
+        let s = a
+            .into_string()
+            .map_err(|a| anyhow::anyhow!("argument is not valid UTF-8: {a:?}"))?;
+        if s.starts_with('-') && s.len() > 1 {
+            anyhow::bail!("unknown option '{s}' (see --help)");
+        }
+        pos.push(s);
+    }
+    Ok(pos)
 }
 
 impl Tool {

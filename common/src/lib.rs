@@ -13,6 +13,7 @@ pub mod conmon;
 pub mod digest;
 pub mod fsutil;
 pub mod identity;
+pub mod mountns;
 pub mod record;
 pub mod runtime;
 pub mod statedir;

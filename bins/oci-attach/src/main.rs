@@ -44,24 +44,10 @@ struct Options {
     root: Option<PathBuf>,
 }
 
-fn parse(args: common::cli::Args) -> Result<Options> {
-    if args.has_command {
-        bail!("unexpected '--' (usage: oci-attach [--detach-keys KEYS] ID)");
-    }
-    let mut opts = args.opts;
-    let keys: Option<String> = opts.opt_value_from_str("--detach-keys")?;
-    let root: Option<PathBuf> = opts.opt_value_from_str("--root")?;
-    let rest = common::cli::Args {
-        opts,
-        command: Vec::new(),
-        has_command: false,
-    };
-    let (pos, _) = rest.positionals()?;
-    let id = match pos.as_slice() {
-        [id] => id.clone(),
-        [] => bail!("no container id given (usage: oci-attach [--detach-keys KEYS] ID)"),
-        [_, extra, ..] => bail!("unexpected argument '{extra}'"),
-    };
+fn parse(mut args: common::cli::Args) -> Result<Options> {
+    let keys: Option<String> = args.opts.opt_value_from_str("--detach-keys")?;
+    let root: Option<PathBuf> = args.opts.opt_value_from_str("--root")?;
+    let id = args.single_positional("container id", "oci-attach [--detach-keys KEYS] ID")?;
     common::statedir::check_container_id(&id)?;
     let keys = detach::parse(keys.as_deref().unwrap_or(detach::DEFAULT_KEYS))?;
     Ok(Options { id, keys, root })

@@ -22,7 +22,8 @@ pub fn parse(args: common::cli::Args) -> Result<Options> {
     if args.has_command {
         bail!("unexpected '--': the command comes from the bundle's config.json");
     }
-    let mut opts = args.opts;
+    let mut args = args;
+    let opts = &mut args.opts;
     let bundle: Option<PathBuf> = opts.opt_value_from_str(["-b", "--bundle"])?;
     let log_path: Option<PathBuf> = opts.opt_value_from_str(["-l", "--log-path"])?;
     let log_format: Option<String> = opts.opt_value_from_str("--log-format")?;
@@ -30,19 +31,7 @@ pub fn parse(args: common::cli::Args) -> Result<Options> {
     let runtime: Option<String> = opts.opt_value_from_str("--runtime")?;
     let root: Option<PathBuf> = opts.opt_value_from_str("--root")?;
     let timeout: Option<u64> = opts.opt_value_from_str("--timeout")?;
-    let rest = common::cli::Args {
-        opts,
-        command: Vec::new(),
-        has_command: false,
-    };
-    let (pos, _) = rest.positionals()?;
-    let id = match pos.as_slice() {
-        [id] => id.clone(),
-        [] => bail!("no container id given (usage: oci-conmon-create --bundle B ID)"),
-        [_, extra, ..] => {
-            bail!("unexpected argument '{extra}' (usage: oci-conmon-create --bundle B ID)")
-        }
-    };
+    let id = args.single_positional("container id", "oci-conmon-create --bundle B ID")?;
     common::statedir::check_container_id(&id)?;
     let Some(bundle) = bundle else {
         bail!("--bundle is required");

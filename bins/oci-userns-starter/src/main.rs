@@ -98,7 +98,7 @@ fn main() {
             .transpose()?
             .flatten();
         let entered = userns::enter()?;
-        mounts::make_root_private()?;
+        common::mountns::make_root_private()?;
         if let Some(plan) = overlay {
             plan.mount(o.tmpfs_mib, entered.unprivileged)?;
         }

@@ -7,19 +7,6 @@ use anyhow::{Context, Result, bail};
 use nix::mount::{MsFlags, mount};
 use std::path::{Path, PathBuf};
 
-/// Make every mount in the new namespace private, so nothing we mount propagates back to the
-/// host (and nothing from the host propagates into the container later).
-pub fn make_root_private() -> Result<()> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("cannot make / recursively private in the new mount namespace")
-}
-
 /// The overlay to mount for a bundle whose rootfs is a read-only cache entry.
 #[derive(Debug)]
 pub struct OverlayPlan {
