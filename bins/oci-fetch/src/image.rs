@@ -127,7 +127,7 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
         bail!("digest mismatch for manifest: expected {exp}, content hashes to {top_digest}");
     }
     let (mut doc, top_mt) = media::parse_doc(&top.bytes, &top.media_type, "manifest")?;
-    store.put_bytes(&top_digest, &top.bytes)?;
+    store.put_bytes_locked(&top_digest, &top.bytes)?;
 
     // Walk down indexes (nested ones too, bounded) to one image manifest.
     let mut platform = top.platform.clone();

@@ -111,6 +111,16 @@ impl Store {
             .with_context(|| format!("cannot store blob {d}"))
     }
 
+    /// [`Store::put_bytes`] under the blob's lock, for callers that do not hold it already:
+    /// concurrent fetchers of one image (N tasks of `srun` on a cold cache) write it once.
+    pub fn put_bytes_locked(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
+        if self.has(d) {
+            return Ok(());
+        }
+        let _lock = self.cache.lock(&format!("blob-{}", d.hex()))?;
+        self.put_bytes(d, bytes)
+    }
+
     /// Make sure the blob `desc` is in the layout, copying it from `src` if needed. Returns true
     /// when it was copied by this call.
     pub fn fetch_blob(
@@ -332,6 +342,25 @@ mod tests {
             platform: None,
             urls: None,
         }
+    }
+
+    #[test]
+    fn put_bytes_locked_waits_for_the_blob_lock() {
+        let (_t, s) = store();
+        let data = b"manifest".to_vec();
+        let d = Digest::of_bytes(&data);
+        let held = s.cache().lock(&format!("blob-{}", d.hex())).unwrap();
+        std::thread::scope(|sc| {
+            let writer = sc.spawn(|| s.put_bytes_locked(&d, &data));
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(
+                !s.has(&d),
+                "written while another process held the blob lock"
+            );
+            drop(held);
+            writer.join().unwrap().unwrap();
+        });
+        assert_eq!(std::fs::read(s.path(&d)).unwrap(), data);
     }
 
     fn store() -> (tempfile::TempDir, Store) {
