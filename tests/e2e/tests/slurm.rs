@@ -5,8 +5,9 @@
 //!
 //! What "fetched once, unpacked once" means is measured, not inferred: the stages run through
 //! wrappers (`SINGULARITY_OCI_LIBEXEC`) that trace `oci-fetch` and `oci-unpack` with
-//! `strace -e trace=rename*`, and every successful rename into `layout/blobs/` or `rootfs/` of
-//! the cache is one blob write or one rootfs build.
+//! `strace -ff -e trace=rename*` (one file per thread, so no call is split into
+//! "unfinished"/"resumed" halves), and every successful rename into `layout/blobs/` or
+//! `rootfs/` of the cache is one blob write or one rootfs build.
 
 use e2e::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -129,7 +130,7 @@ fn traced_stages(ctx: &Ctx) -> (PathBuf, PathBuf) {
         let dst = lx.join(&name);
         if name == "oci-fetch" || name == "oci-unpack" {
             let script = format!(
-                "#!/bin/sh\nexec strace -f -qq --seccomp-bpf -e trace=rename,renameat,renameat2 -o '{}/{name}.'$$ '{}' \"$@\"\n",
+                "#!/bin/sh\nexec strace -ff -qq --seccomp-bpf -e trace=rename,renameat,renameat2 -o '{}/{name}.'$$ '{}' \"$@\"\n",
                 trace.display(),
                 e.path().display()
             );
