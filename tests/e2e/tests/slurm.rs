@@ -385,7 +385,7 @@ fn mpi_step(cluster: &Cluster, ctxs: &[Ctx]) {
     for ctx in ctxs {
         let out = cluster
             .srun(
-                &ctx,
+                ctx,
                 &[
                     "--mpi=pmix",
                     "--overcommit",
