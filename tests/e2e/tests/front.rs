@@ -326,3 +326,49 @@ fn unknown_option_of_a_stage_is_fatal_255() {
         );
     }
 }
+
+#[test]
+fn cache_list_and_clean() {
+    let ctx = Ctx::for_test(Profile::User, Rt::Crun);
+    // A private cache, so cleaning it cannot disturb other tests.
+    let cache = ctx.mkdir("own-cache");
+    let env = ("SINGULARITY_CACHEDIR", cache.to_str().unwrap());
+    let pulled = ctx
+        .front_cmd(&["pull", &oci_ref("busybox")])
+        .env(env.0, env.1)
+        .run();
+    pulled.assert_code(0);
+    let rootfs = pulled.json()["rootfs"].as_str().unwrap().to_string();
+    assert!(rootfs.starts_with(cache.to_str().unwrap()), "{rootfs}");
+    let key = Path::new(&rootfs)
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    ctx.front_cmd(&["cache", "list"])
+        .env(env.0, env.1)
+        .run()
+        .assert_code(0)
+        .assert_stdout_contains(&key);
+    ctx.front_cmd(&["cache", "clean"])
+        .env(env.0, env.1)
+        .run()
+        .assert_fatal("--force");
+    assert!(
+        Path::new(&rootfs).exists(),
+        "clean without --force removed the cache"
+    );
+    ctx.front_cmd(&["cache", "clean", "--force"])
+        .env(env.0, env.1)
+        .run()
+        .assert_code(0);
+    assert!(!cache.join("cache/oci-launcher").exists());
+    ctx.front_cmd(&["cache", "list"])
+        .env(env.0, env.1)
+        .run()
+        .assert_code(0)
+        .assert_stdout_contains("no cache");
+}
