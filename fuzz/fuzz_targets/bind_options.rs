@@ -3,12 +3,9 @@
 //! launcher-time check that runs before a spec is written) has an absolute destination and a
 //! non-empty source.
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../bins/oci-mkspec/src/binds.rs"]
-mod binds;
-#[path = "../../bins/oci-mkspec/src/mounts.rs"]
-mod mounts;
+use oci_mkspec::binds;
+use oci_mkspec::mounts;
 
 use libfuzzer_sys::fuzz_target;
 

@@ -2,10 +2,8 @@
 //! compiled from its source). No input may panic or hang, and no variable name may be empty
 //! or contain `=` (it would corrupt the spec's `KEY=VALUE` list).
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../bins/oci-mkspec/src/env.rs"]
-mod env;
+use oci_mkspec::env;
 
 use libfuzzer_sys::fuzz_target;
 

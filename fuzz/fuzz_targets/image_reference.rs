@@ -1,10 +1,8 @@
 //! Image-reference parsing (oci-fetch's `reference` module, compiled from its source).
 //! No input may panic; an accepted docker reference must survive its own canonical form.
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../bins/oci-fetch/src/reference.rs"]
-mod reference;
+use oci_fetch::reference;
 
 use libfuzzer_sys::fuzz_target;
 

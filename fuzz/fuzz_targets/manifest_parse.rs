@@ -2,10 +2,8 @@
 //! under every declared media type, then the checks and the platform choice it feeds, and the
 //! records of `common::record` that carry manifests and configs between the stages.
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../bins/oci-fetch/src/media.rs"]
-mod media;
+use oci_fetch::media;
 
 use libfuzzer_sys::fuzz_target;
 

@@ -2,12 +2,9 @@
 //! No input may panic or hang; scheme and parameter names come out ASCII-lowercased (RFC 7235
 //! tokens are case-insensitive ASCII).
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../bins/oci-fetch/src/registry/auth.rs"]
-mod auth;
-#[path = "../../bins/oci-fetch/src/reference.rs"]
-mod reference;
+use oci_fetch::registry::auth;
+use oci_fetch::reference;
 
 use libfuzzer_sys::fuzz_target;
 

@@ -1,18 +1,10 @@
 //! oci-fetch: resolve an image reference, verify it, put its blobs in the cache layout, and
 //! print one image record.
 
-mod archive;
-mod image;
-mod layout;
-mod media;
-mod progress;
-mod reference;
-mod registry;
-mod store;
-
 use anyhow::{Context, Result, bail};
 use common::cache::Cache;
 use common::cli::Tool;
+use oci_fetch::{archive, image, layout, media, progress, reference, registry, store};
 use reference::ImageRef;
 use std::path::PathBuf;
 

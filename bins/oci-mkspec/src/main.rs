@@ -1,26 +1,10 @@
 //! oci-mkspec: build a runtime bundle (config.json, generated /etc files, rootfs mount point)
 //! from a rootfs record, with SingularityCE's `--oci` semantics.
 
-mod binds;
-mod bundle;
-mod caps;
-mod cgroups;
-mod env;
-mod etcfiles;
-mod host;
-mod image;
-mod launch;
-mod mounts;
-mod options;
-mod process;
-mod rootfs;
-mod spec;
-#[cfg(test)]
-mod spec_tests;
-
 use anyhow::{Context, Result, bail};
 use common::cli::{self, Tool};
 use common::record::{self, BundleRecord, RootfsRecord};
+use oci_mkspec::{bundle, cgroups, env, host, image, launch, mounts, options, rootfs, spec};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 

@@ -1,0 +1,11 @@
+//! oci-fetch as a library: reference parsing, manifests, sources and the blob store, shared by
+//! the executable, the tests and the fuzz targets.
+
+pub mod archive;
+pub mod image;
+pub mod layout;
+pub mod media;
+pub mod progress;
+pub mod reference;
+pub mod registry;
+pub mod store;

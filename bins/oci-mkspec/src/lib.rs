@@ -1,0 +1,19 @@
+//! oci-mkspec as a library: the spec builder and its parsers, shared by the executable, the
+//! tests and the fuzz targets.
+
+pub mod binds;
+pub mod bundle;
+pub mod caps;
+pub mod cgroups;
+pub mod env;
+pub mod etcfiles;
+pub mod host;
+pub mod image;
+pub mod launch;
+pub mod mounts;
+pub mod options;
+pub mod process;
+pub mod rootfs;
+pub mod spec;
+#[cfg(test)]
+mod spec_tests;
