@@ -59,9 +59,13 @@ impl Cache {
                     .with_context(|| format!("cannot set up cache {}", root.display()))?;
             }
         }
+        let tmp = root.join("tmp");
+        // Debris of writers killed mid-write: all their temporaries live in tmp/.
+        crate::fsutil::sweep_dead_temps(&tmp);
         let layout_marker = root.join("layout/oci-layout");
         if !layout_marker.exists() {
-            crate::fsutil::atomic_write(
+            crate::fsutil::atomic_write_in(
+                &tmp,
                 &layout_marker,
                 br#"{"imageLayoutVersion":"1.0.0"}"#,
                 0o600,
@@ -69,7 +73,8 @@ impl Cache {
         }
         let index = root.join("layout/index.json");
         if !index.exists() {
-            crate::fsutil::atomic_write(
+            crate::fsutil::atomic_write_in(
+                &tmp,
                 &index,
                 br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
                 0o600,

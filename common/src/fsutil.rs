@@ -99,13 +99,26 @@ pub fn sweep_dead_temps(dir: &Path) {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
-        let alive = pid > 0
-            && (nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-                || Path::new(&format!("/proc/{pid}")).exists());
-        if !alive {
+        if !process_alive(pid) {
             let _ = fs::remove_file(e.path());
         }
     }
+}
+
+/// True when `pid` names a running process. A zombie counts as dead: a killed writer may stay
+/// unreaped for seconds (orphans are reaped late on some hosts) and will never finish its file.
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "PID (COMM) STATE ...": COMM may contain spaces and parentheses; split at the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, t)| t.split_whitespace().next());
+    !matches!(state, Some("Z" | "X" | "x") | None)
 }
 
 fn write_then_rename(tmp: &Path, target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
