@@ -319,14 +319,16 @@ pub fn parse_docker(s: &str) -> Result<DockerRef> {
     if let Some(c) = repo.split('/').find(|c| !valid_component(c)) {
         return Err(bad(&format!("invalid repository component '{c}'")));
     }
-    if repo.len() > 255 {
-        return Err(bad("repository name longer than 255 characters"));
-    }
     let repository = if registry == DOCKER_HUB && !repo.contains('/') {
         format!("library/{repo}")
     } else {
         repo
     };
+    // Checked on the full path: a 250-character short name becomes `library/NAME`, and a name
+    // accepted here must still parse in its canonical form (fuzz finding).
+    if repository.len() > 255 {
+        return Err(bad("repository name longer than 255 characters"));
+    }
     let tag = match (tag, &digest) {
         (Some(t), _) => Some(t.to_string()),
         (None, None) => Some("latest".to_string()),
@@ -343,6 +345,16 @@ pub fn parse_docker(s: &str) -> Result<DockerRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_short_name_is_refused_like_its_canonical_form() {
+        let name = "a".repeat(250);
+        assert!(parse_docker(&name).is_err());
+        assert!(parse_docker(&format!("docker.io/library/{name}")).is_err());
+        let ok = "a".repeat(247);
+        let r = parse_docker(&ok).unwrap();
+        assert!(parse_docker(&r.canonical()).is_ok());
+    }
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
