@@ -19,6 +19,8 @@ pub enum Op {
         bundle: PathBuf,
         pid_file: Option<PathBuf>,
         id: Option<String>,
+        /// Remove the bundle when the run has ended (the front's throwaway bundles).
+        remove_bundle: bool,
     },
     Create {
         bundle: PathBuf,
@@ -216,10 +218,12 @@ fn parse_bundle_op(op: &str, w: &mut Words) -> Result<Op> {
     let mut bundle = None;
     let mut pid_file = None;
     let mut id = None;
+    let mut remove_bundle = false;
     while let Some(x) = w.next() {
         match x.as_str() {
             "-b" | "--bundle" => bundle = Some(PathBuf::from(w.value(&x)?)),
             "--pid-file" => pid_file = Some(PathBuf::from(w.value(&x)?)),
+            "--remove-bundle" if op == "run" => remove_bundle = true,
             o if is_option(o) => bail!("unknown option '{o}' for {op}"),
             _ if id.is_none() => id = Some(x),
             _ => bail!("unexpected argument '{x}' for {op}"),
@@ -231,6 +235,7 @@ fn parse_bundle_op(op: &str, w: &mut Words) -> Result<Op> {
             bundle,
             pid_file,
             id,
+            remove_bundle,
         }
     } else {
         Op::Create {
@@ -345,7 +350,8 @@ mod tests {
             Op::Run {
                 bundle: "B".into(),
                 pid_file: None,
-                id: Some("id1".into())
+                id: Some("id1".into()),
+                remove_bundle: false,
             }
         );
     }

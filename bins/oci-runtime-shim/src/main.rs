@@ -2,6 +2,7 @@
 //! bundle lock, the signal proxy of `run` and the rootless lifecycle across invocations.
 
 mod args;
+mod cleanup;
 mod ops;
 mod proxy;
 mod signals;
@@ -17,8 +18,10 @@ Usage: oci-runtime-shim [--runtime NAME|PATH] [--root DIR] [--debug] OPERATION [
 Thin wrappers around crun (preferred) or runc.
 
 Operations:
-  run -b BUNDLE [--pid-file F] [ID]   run in the foreground (signals forwarded, exit status
-                                      passed through, 128+N on signal N); ID generated if absent
+  run -b BUNDLE [--pid-file F] [--remove-bundle] [ID]
+                                      run in the foreground (signals forwarded, exit status
+                                      passed through, 128+N on signal N); ID generated if absent;
+                                      --remove-bundle: remove BUNDLE when the run ends
   create -b BUNDLE [--pid-file F] ID  create a container (no conmon; output to its state dir)
   start ID | state ID | list | pause ID | resume ID
   kill [-s SIG] [-f] ID [SIG]         send SIG (default TERM; -f: KILL)

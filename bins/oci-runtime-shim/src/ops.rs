@@ -262,7 +262,8 @@ pub fn dispatch(g: Global, op: Op) -> Result<i32> {
             bundle,
             pid_file,
             id,
-        } => run(&g, &bundle, pid_file, id),
+            remove_bundle,
+        } => run(&g, &bundle, pid_file, id, remove_bundle),
         Op::Create {
             bundle,
             pid_file,
@@ -310,8 +311,31 @@ fn simple(g: &Global, id: &str, op: &str, extra: Vec<OsString>, hint: &str) -> R
     Ok(0)
 }
 
-fn run(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: Option<String>) -> Result<i32> {
+fn run(
+    g: &Global,
+    bundle: &Path,
+    pid_file: Option<PathBuf>,
+    id: Option<String>,
+    remove_bundle: bool,
+) -> Result<i32> {
     let bundle = check_bundle(bundle)?;
+    let outcome = run_in(g, &bundle, pid_file, id);
+    if remove_bundle {
+        // Whatever the outcome: the bundle was made for this run only. A failure here must not
+        // hide the container's exit status; the front removes what is left from outside.
+        if let Err(e) = crate::cleanup::remove_bundle(&bundle) {
+            common::cli::warn(format!(
+                "cannot remove bundle {}: {}",
+                bundle.display(),
+                common::cli::format_chain(&e)
+            ));
+        }
+    }
+    outcome
+}
+
+fn run_in(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: Option<String>) -> Result<i32> {
+    let bundle = bundle.to_path_buf();
     let id = id.unwrap_or_else(|| format!("sioci-{}", common::fsutil::unique_suffix()));
     common::statedir::check_container_id(&id)?;
     let ctx = context(g, None)?;
