@@ -6,6 +6,25 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// Refuse an existing bundle directory that another user owns or that every user can write.
+/// (Group write is left to the user's umask: sites with shared groups rely on it.)
+fn check_not_shared(dir: &Path, owner: u32, mode: u32, me: u32) -> Result<()> {
+    if owner != me && owner != 0 {
+        bail!(
+            "bundle {} belongs to uid {owner}, not to you: refusing to write a container configuration that another user controls",
+            dir.display()
+        );
+    }
+    if mode & 0o002 != 0 {
+        bail!(
+            "bundle {} is writable by every user (mode {:o}): refusing to write a container configuration there",
+            dir.display(),
+            mode & 0o7777
+        );
+    }
+    Ok(())
+}
+
 /// Everything created in the bundle, removed in reverse order unless `commit` is called.
 pub struct Writer {
     pub dir: PathBuf,
@@ -16,11 +35,16 @@ pub struct Writer {
 
 impl Writer {
     /// Use `dir` as the bundle, creating it (0700) when missing. An existing bundle must not
-    /// already hold a config.json: a second oci-mkspec must not overwrite a bundle in use.
+    /// already hold a config.json: a second oci-mkspec must not overwrite a bundle in use. It
+    /// must also belong to the caller (or root) and be writable by nobody else: whoever can write
+    /// the bundle can change the container's configuration before it runs, and the front lets
+    /// oci-mkspec create its bundles under a random name in a shared temporary directory.
     pub fn open(dir: &Path) -> Result<Writer> {
         let mut created_dir = false;
         match fs::symlink_metadata(dir) {
             Ok(m) if m.is_dir() => {
+                use std::os::unix::fs::MetadataExt;
+                check_not_shared(dir, m.uid(), m.mode(), nix::unistd::geteuid().as_raw())?;
                 if dir.join("config.json").exists() {
                     bail!("{} already holds a config.json", dir.display());
                 }
@@ -112,6 +136,19 @@ impl Drop for Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundle_another_user_owns_or_everyone_can_write_is_refused() {
+        let d = Path::new("/tmp/b");
+        assert!(check_not_shared(d, 1000, 0o40700, 1000).is_ok());
+        assert!(check_not_shared(d, 0, 0o40755, 1000).is_ok());
+        assert!(check_not_shared(d, 1000, 0o40775, 1000).is_ok());
+        let e = check_not_shared(d, 1001, 0o40700, 1000).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid 1001"), "{e}");
+        let e = check_not_shared(d, 1000, 0o41777, 1000).unwrap_err();
+        assert!(e.to_string().contains("writable by every user"), "{e}");
+        assert!(check_not_shared(d, 1000, 0o40700, 0).is_err());
+    }
 
     #[test]
     fn rollback_removes_only_what_was_created() {

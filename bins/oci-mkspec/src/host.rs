@@ -26,6 +26,20 @@ fn is_cgroup2(path: &str) -> bool {
 }
 
 /// `need_subids`: the unprivileged default, which needs the outer plan for the reverse map.
+/// Whether the container should get a terminal when neither --terminal nor --no-terminal says:
+/// SingularityCE asks whether its stdin is one. When the record itself arrives on stdin (a
+/// hand-typed `oci-fetch | oci-unpack | oci-mkspec` pipeline), stdin is that pipe, so the
+/// terminal the user typed in is looked for on stderr instead.
+pub fn terminal_default(record_from_file: bool) -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    let tty = |fd| unsafe { libc::isatty(fd) == 1 };
+    if record_from_file {
+        tty(0)
+    } else {
+        tty(0) || tty(2)
+    }
+}
+
 pub fn gather(need_subids: bool) -> Result<Host> {
     let uid = identity::host_uid();
     let gid = identity::host_gid();
@@ -79,8 +93,7 @@ pub fn gather(need_subids: bool) -> Result<Host> {
         env: std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect(),
-        // SAFETY: isatty only inspects the descriptor.
-        terminal: unsafe { libc::isatty(0) == 1 },
+        terminal: terminal_default(true),
         tty_gid,
         ncpus: std::thread::available_parallelism()
             .map(|n| n.get())

@@ -6,7 +6,7 @@ use common::cli::{self, Tool};
 use common::record::{self, BundleRecord, RootfsRecord};
 use oci_mkspec::{bundle, cgroups, env, host, image, launch, mounts, options, rootfs, spec};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const TOOL: Tool = Tool {
     name: "oci-mkspec",
@@ -18,6 +18,7 @@ const TOOL: Tool = Tool {
         "SINGULARITY_<NAME> from the environment. See oci-mkspec(1).\n",
         "\n",
         "Stage:      --bundle DIR  --input FILE  --action ACTION  --runtime NAME\n",
+        "            --terminal  --no-terminal\n",
         "Mounts:     -B/--bind SPEC  --mount SPEC  -H/--home [SRC:]DST  --no-home  -S/--scratch DIR\n",
         "            -W/--workdir DIR  --no-mount LIST  --containlibs LIST  --tmpfs-size MIB\n",
         "Env:        --env K=V  --env-file FILE  -e/--cleanenv\n",
@@ -64,7 +65,10 @@ fn run(args: cli::Args) -> Result<i32> {
     });
     let bundle_dir = common::fsutil::absolute(bundle_arg)?;
 
-    let host = host::gather(!common::identity::is_host_root() && !opts.fakeroot)?;
+    let mut host = host::gather(!common::identity::is_host_root() && !opts.fakeroot)?;
+    host.terminal = opts.terminal.unwrap_or_else(|| {
+        host::terminal_default(opts.input.as_deref().is_some_and(|p| p != Path::new("-")))
+    });
     // An MPI rank shares the PID namespace, /dev/shm and the PMIx server directory (launch.rs).
     let opts = launch::rank_options(&opts, &host.env).unwrap_or(opts);
     let root = rootfs::RootDir::open(&record.rootfs)?;

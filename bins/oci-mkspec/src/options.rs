@@ -36,6 +36,8 @@ pub struct Options {
     pub input: Option<PathBuf>,
     pub action: Option<Action>,
     pub runtime: Option<String>,
+    /// `--terminal` / `--no-terminal`: whether the container gets a terminal (see main.rs).
+    pub terminal: Option<bool>,
     pub binds: Vec<String>,
     pub mounts: Vec<String>,
     pub home: Option<String>,
@@ -273,6 +275,15 @@ pub fn parse(args: Arguments, env: EnvLookup) -> Result<(Options, Vec<String>)> 
         .map(|a| Action::parse(&a))
         .transpose()?;
     o.runtime = p.value("--runtime", None, &[])?;
+    o.terminal = match (
+        p.flag("--terminal", None, &[])?,
+        p.flag("--no-terminal", None, &[])?,
+    ) {
+        (true, true) => bail!("--terminal and --no-terminal cannot be used together"),
+        (true, false) => Some(true),
+        (false, true) => Some(false),
+        (false, false) => None,
+    };
     o.binds = p.values("--bind", Some("-B"), &["BIND", "BINDPATH"], true)?;
     o.mounts = p.values("--mount", None, &["MOUNT"], true)?;
     o.home = p.value("--home", Some("-H"), &["HOME"])?;
@@ -444,6 +455,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o.binds, vec!["/a", "/b:/c:ro", "/d"]);
+    }
+
+    #[test]
+    fn terminal_is_forced_either_way_or_left_to_detection() {
+        assert_eq!(
+            parse_with(&["--terminal"], &[]).unwrap().terminal,
+            Some(true)
+        );
+        assert_eq!(
+            parse_with(&["--no-terminal"], &[]).unwrap().terminal,
+            Some(false)
+        );
+        assert_eq!(parse_with(&[], &[]).unwrap().terminal, None);
+        assert!(parse_with(&["--terminal", "--no-terminal"], &[]).is_err());
     }
 
     #[test]

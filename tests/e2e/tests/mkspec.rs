@@ -475,3 +475,43 @@ fn private_unpack_bundle() {
         ctx.assert_no_leftovers();
     }
 }
+
+/// An existing bundle directory that another user owns, or that every user can write, is
+/// refused: its owner could change config.json between oci-mkspec and the run. (The front
+/// relies on this: it names its bundles at random and lets oci-mkspec create them.)
+#[test]
+fn a_bundle_another_user_controls_is_refused() {
+    let ctx = Ctx::for_test(Profile::User, Rt::Crun);
+    let other = Ctx::for_test(Profile::UserNoSubids, Rt::Crun);
+    let rec = rootfs_record(&ctx, &oci_ref("busybox"));
+    let foreign = ctx.dir().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::os::unix::fs::chown(&foreign, Some(other.uid()), Some(other.gid())).unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open = ctx.mkdir("open");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (b, why) in [
+        (&foreign, "belongs to uid"),
+        (&open, "writable by every user"),
+    ] {
+        ctx.run(
+            "oci-mkspec",
+            &[
+                "--input",
+                rec.to_str().unwrap(),
+                "--bundle",
+                b.to_str().unwrap(),
+                "--",
+                "true",
+            ],
+        )
+        .assert_code(255)
+        .assert_fatal(why);
+        assert_eq!(
+            std::fs::read_dir(b).unwrap().count(),
+            0,
+            "{} was written",
+            b.display()
+        );
+    }
+}
