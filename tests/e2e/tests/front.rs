@@ -372,3 +372,105 @@ fn cache_list_and_clean() {
         .assert_code(0)
         .assert_stdout_contains("no cache");
 }
+
+/// The warm path starts the stages and the runtime, and nothing else: no mktemp, rm, dirname,
+/// sed or cat, whose forks and execs each cost about a millisecond on every container start.
+/// Traced as root (strace would strip newuidmap's setuid bit for the test users).
+#[test]
+fn a_warm_exec_starts_only_the_stages_and_the_runtime() {
+    for rt in [Rt::Crun, Rt::Runc] {
+        let ctx = Ctx::for_test(Profile::Root, rt);
+        ctx.front(&["exec", &oci_ref("busybox"), "true"])
+            .assert_code(0);
+        let trace = ctx.dir().join("exec.trace");
+        let front = prefix().join("bin/singularity-oci");
+        ctx.run(
+            "strace",
+            &[
+                "-f",
+                "-qq",
+                "-e",
+                "trace=execve",
+                "-e",
+                "signal=none",
+                "-o",
+                trace.to_str().unwrap(),
+                front.to_str().unwrap(),
+                "exec",
+                &oci_ref("busybox"),
+                "true",
+            ],
+        )
+        .assert_code(0);
+        let text = std::fs::read_to_string(&trace).unwrap();
+        // `PID execve("/path", [...], ...) = 0`: the programs that really started.
+        let started: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("execve(\"") && l.trim_end().ends_with("= 0"))
+            .filter_map(|l| l.split('"').nth(1))
+            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+            .collect();
+        let runtime = rt.name();
+        for s in started.iter() {
+            // The runtime re-executes itself from a sealed copy (crun: /proc/self/fd/N or
+            // /dev/fd/N; runc: /proc/self/exe `init`).
+            let expected = [
+                "singularity-oci",
+                "oci-fetch",
+                "oci-unpack",
+                "oci-mkspec",
+                "oci-userns-starter",
+                "oci-runtime-shim",
+                runtime,
+                "exe",
+                "true",
+            ]
+            .contains(&s.as_str())
+                || s.chars().all(|c| c.is_ascii_digit());
+            assert!(expected, "[{runtime}] unexpected process {s}: {started:?}");
+        }
+        for stage in [
+            "oci-fetch",
+            "oci-unpack",
+            "oci-mkspec",
+            "oci-userns-starter",
+            "oci-runtime-shim",
+        ] {
+            assert_eq!(
+                started.iter().filter(|s| *s == stage).count(),
+                1,
+                "[{runtime}] {stage}: {started:?}"
+            );
+        }
+        ctx.assert_no_leftovers();
+    }
+}
+
+/// The shim removes the front's bundle (`run --remove-bundle`) after detaching the overlay, so
+/// what the container deleted is gone from the overlay only: the cached rootfs stays whole.
+#[test]
+fn the_bundle_goes_with_the_run_and_the_cached_rootfs_stays_whole() {
+    for ctx in matrix() {
+        let rec = ctx.front(&["pull", &oci_ref("busybox")]);
+        rec.assert_code(0);
+        let rootfs = PathBuf::from(rec.json()["rootfs"].as_str().unwrap());
+        assert!(rootfs.join("bin/busybox").is_file());
+        ctx.front(&[
+            "exec",
+            &oci_ref("busybox"),
+            "sh",
+            "-c",
+            "rm -f /bin/busybox; echo gone",
+        ])
+        .assert_code(0)
+        .assert_stdout_eq("gone");
+        assert!(
+            rootfs.join("bin/busybox").is_file(),
+            "[{}] the container's delete reached the cache",
+            ctx.name
+        );
+        ctx.front(&["exec", &oci_ref("busybox"), "true"])
+            .assert_code(0);
+        ctx.assert_no_leftovers();
+    }
+}
