@@ -45,6 +45,7 @@ mod leftovers;
 mod schema;
 // The registry helpers (tests/e2e/src/registry.rs) plug in here with `pub mod registry;`.
 pub mod pty;
+pub mod pyserver;
 pub mod registry;
 
 pub use cmd::{Cmd, Output};

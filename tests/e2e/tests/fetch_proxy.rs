@@ -2,10 +2,9 @@
 //! HTTP CONNECT proxy named by `HTTPS_PROXY`/`HTTP_PROXY`, and goes direct for `NO_PROXY` hosts.
 //! The proxy is a few lines of standard-library Python on 127.0.0.1 that logs each tunnel.
 
+use e2e::pyserver::PyServer;
 use e2e::registry::Registry;
 use e2e::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const PROXY: &str = r#"
@@ -43,14 +42,6 @@ while True:
     threading.Thread(target=handle, args=(c,), daemon=True).start()
 "#;
 
-struct Proxy(Child);
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn proxy_from_environment_and_no_proxy() {
     let dir = workdir().join("fetch-scratch").join("proxy");
@@ -59,25 +50,8 @@ fn proxy_from_environment_and_no_proxy() {
     let reg = Registry::plain(&dir.join("reg"));
     reg.push(&oci_ref("busybox"), "sioci/busybox:latest", false);
     let log = dir.join("proxy.log");
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(PROXY)
-        .arg(&log)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 is required: run scripts/setup");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _proxy = Proxy(child);
-    let port = line
-        .trim()
-        .strip_prefix("PORT ")
-        .expect("PORT n")
-        .to_string();
-    let proxy_url = format!("http://127.0.0.1:{port}");
+    let proxy = PyServer::start(PROXY, &[&log]);
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
     let r = reg.docker_ref("sioci/busybox:latest");
 
     let ctx = Ctx::new(Profile::User, Rt::Crun, &current_test_name());

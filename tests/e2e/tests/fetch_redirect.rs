@@ -7,10 +7,9 @@
 //! Authorization header arrived. oci-fetch must authenticate to the first and send nothing to
 //! the second.
 
+use e2e::pyserver::PyServer;
 use e2e::*;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const SERVER: &str = r#"
@@ -55,39 +54,14 @@ print("PORT %d" % front.server_address[1], flush=True)
 front.serve_forever()
 "#;
 
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn blob_redirects_do_not_carry_credentials_to_another_host() {
     let dir = workdir().join("fetch-scratch").join("redirect");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("storage.log");
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(SERVER)
-        .arg(fixture("busybox"))
-        .arg(&log)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 is required: run scripts/setup");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Server(child);
-    let port = line
-        .trim()
-        .strip_prefix("PORT ")
-        .expect("server prints PORT n");
-    let reference = format!("docker://127.0.0.1:{port}/sioci/busybox:latest");
+    let server = PyServer::start(SERVER, &[fixture("busybox").as_path(), log.as_path()]);
+    let reference = format!("docker://127.0.0.1:{}/sioci/busybox:latest", server.port);
 
     for p in [Profile::Root, Profile::User] {
         let ctx = Ctx::new(p, Rt::Crun, &current_test_name());

@@ -91,6 +91,30 @@ struct KillStats {
     mid_work: usize,
 }
 
+impl KillStats {
+    /// Print and record the result of a crash test, after checking that most kills really
+    /// interrupted work (an image too small to prove anything fails the test).
+    fn report(&self, what: &str, result_name: &str) {
+        eprintln!(
+            "crash/{what}: {} trials, {} kills, {} landed mid-work, all invariants held",
+            trials(),
+            self.kills,
+            self.mid_work
+        );
+        assert!(
+            self.mid_work * 3 >= self.kills * 2,
+            "fewer than two thirds of the kills landed mid-work ({} of {}): the image is too small to prove anything",
+            self.mid_work,
+            self.kills
+        );
+        record_result(
+            result_name,
+            serde_json::json!({"cases": self.kills, "survived": self.kills, "mid_work": self.mid_work,
+                               "trials": trials(), "escapes": 0, "leaks": 0}),
+        );
+    }
+}
+
 /// Start `cmd`, SIGKILL it after `delay` (if still running); report whether it was mid-work.
 fn kill_after(mut cmd: Command, delay: Duration, dir: &Path) -> bool {
     let mut child = spawn_logged(&mut cmd, &dir.join("killed.out"), &dir.join("killed.err"));
@@ -202,23 +226,7 @@ fn sigkill_oci_fetch_at_random_points() {
         assert_no_temporaries(&cache, &ctx);
         let _ = std::fs::remove_dir_all(&cachedir);
     }
-    eprintln!(
-        "crash/oci-fetch: {} trials, {} kills, {} landed mid-work, all invariants held",
-        trials(),
-        stats.kills,
-        stats.mid_work
-    );
-    assert!(
-        stats.mid_work * 3 >= stats.kills * 2,
-        "fewer than two thirds of the kills landed mid-work ({} of {}): the image is too small to prove anything",
-        stats.mid_work,
-        stats.kills
-    );
-    record_result(
-        "crash-oci-fetch",
-        serde_json::json!({"cases": stats.kills, "survived": stats.kills, "mid_work": stats.mid_work,
-                           "trials": trials(), "escapes": 0, "leaks": 0}),
-    );
+    stats.report("oci-fetch", "crash-oci-fetch");
 }
 
 #[test]
@@ -303,23 +311,7 @@ fn sigkill_oci_unpack_at_random_points() {
         assert_no_temporaries(&cache, &ctx);
         clear_rootfs();
     }
-    eprintln!(
-        "crash/oci-unpack: {} trials, {} kills, {} landed mid-work, all invariants held",
-        trials(),
-        stats.kills,
-        stats.mid_work
-    );
-    assert!(
-        stats.mid_work * 3 >= stats.kills * 2,
-        "fewer than two thirds of the kills landed mid-work ({} of {}): the image is too small to prove anything",
-        stats.mid_work,
-        stats.kills
-    );
-    record_result(
-        "crash-oci-unpack",
-        serde_json::json!({"cases": stats.kills, "survived": stats.kills, "mid_work": stats.mid_work,
-                           "trials": trials(), "escapes": 0, "leaks": 0}),
-    );
+    stats.report("oci-unpack", "crash-oci-unpack");
 }
 
 /// The first milliseconds of a run on an empty cache: `Cache::open` writes `layout/oci-layout`
