@@ -208,21 +208,28 @@ fn helper_main(rd: OwnedFd, target: u32, jobs: &[HelperJob]) -> i32 {
     if n != 1 {
         return 1;
     }
-    for (i, (prog, map, name)) in jobs.iter().enumerate() {
-        let ok = run_helper(prog, name, &helper_args(target, map));
-        if !ok {
-            return 2 + i as i32;
+    // The uid and gid maps are independent files: newuidmap and newgidmap run side by side
+    // (each is a setuid program that parses /etc/sub[ug]id, about a millisecond apiece).
+    let started: Vec<_> = jobs
+        .iter()
+        .map(|(prog, map, name)| start_helper(prog, name, &helper_args(target, map)))
+        .collect();
+    let mut code = 0;
+    for (i, child) in started.into_iter().enumerate() {
+        let ok = child.is_some_and(|mut c| c.wait().is_ok_and(|s| s.success()));
+        if !ok && code == 0 {
+            code = 2 + i as i32;
         }
     }
-    0
+    code
 }
 
-fn run_helper(prog: &Path, name: &str, args: &[OsString]) -> bool {
-    match std::process::Command::new(prog).args(args).status() {
-        Ok(s) => s.success(),
+fn start_helper(prog: &Path, name: &str, args: &[OsString]) -> Option<std::process::Child> {
+    match std::process::Command::new(prog).args(args).spawn() {
+        Ok(c) => Some(c),
         Err(e) => {
             eprintln!("FATAL: {}: cannot run {name}: {e}", common::cli::program());
-            false
+            None
         }
     }
 }
