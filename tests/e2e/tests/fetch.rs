@@ -662,6 +662,87 @@ fn tls_registry_with_auth() {
     }
 }
 
+/// Docker credential helpers named in an auth file (`credHelpers` for the registry host, else
+/// `credsStore`) answer for a real TLS registry with htpasswd auth; a helper that is missing
+/// only costs a warning, and the password never reaches the output.
+#[test]
+fn credential_helpers_against_a_real_registry() {
+    let dir = scratch("credhelper");
+    let reg = Registry::tls_auth(&dir.join("reg"));
+    reg.push(&oci_ref("busybox"), "sioci/busybox:latest", false);
+    let ca = reg.ca_dir().display().to_string();
+    let r = reg.docker_ref("sioci/busybox:latest");
+    let helpers = dir.join("helpers");
+    std::fs::create_dir_all(&helpers).unwrap();
+    let helper = helpers.join("docker-credential-sioci");
+    // The helper protocol: `get`, the server on stdin, JSON on stdout.
+    let script = format!(
+        r#"#!/bin/sh
+read server
+if [ "$1" != get ] || [ "$server" != '{addr}' ]; then
+    echo 'credentials not found in native keychain'
+    exit 1
+fi
+printf '{{"ServerURL":"%s","Username":"{USER}","Secret":"{PASSWORD}"}}\n' "$server"
+"#,
+        addr = reg.addr
+    );
+    std::fs::write(&helper, script).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let per_host = dir.join("per-host.json");
+    std::fs::write(
+        &per_host,
+        format!(
+            r#"{{"credsStore":"sioci-missing","credHelpers":{{"{}":"sioci"}}}}"#,
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let missing = dir.join("missing.json");
+    std::fs::write(&missing, r#"{"credsStore":"sioci-missing","auths":{}}"#).unwrap();
+    for f in [&per_host, &missing] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    for ctx in contexts() {
+        let path = format!("{}:{}", helpers.display(), ctx.path_env());
+        let run = |cache: &Path, authfile: &Path| {
+            ctx.cmd(ctx.bin("oci-fetch"))
+                .env("SINGULARITY_CACHEDIR", cache.display().to_string())
+                .env("PATH", &path)
+                .args(&[
+                    "--cert-dir",
+                    &ca,
+                    "--authfile",
+                    authfile.to_str().unwrap(),
+                    &r,
+                ])
+                .timeout(Duration::from_secs(120))
+                .run()
+        };
+        let out = run(&fresh_cache(&ctx, "cache"), &per_host);
+        let rec = check_record(&out, "docker");
+        assert_eq!(rec["digest"], fixture_digest("busybox"));
+        assert!(!out.stderr.contains(PASSWORD), "password printed");
+        let out = run(&fresh_cache(&ctx, "cache2"), &missing);
+        out.assert_code(255);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{}", out.stderr);
+        assert!(
+            lines[0].starts_with("WARNING: oci-fetch: credential helper 'sioci-missing'")
+                && lines[0].contains("docker-credential-sioci-missing is not on PATH"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            lines[1].starts_with("FATAL: ") && lines[1].contains("requires authentication"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains(PASSWORD), "password printed");
+    }
+}
+
 /// `/etc/containers/certs.d/HOST:PORT/ca.crt` for one test registry, removed on drop (the
 /// directory name carries the test registry's random port, so nothing else uses it).
 struct CertsD(PathBuf);

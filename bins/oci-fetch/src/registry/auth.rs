@@ -145,12 +145,15 @@ pub fn auth_files(explicit: Option<&Path>) -> Vec<PathBuf> {
 }
 
 /// Look up credentials for `registry` (as the user named it) and `repository`. An explicit
-/// `--authfile` that cannot be read is an error; the default files are optional.
+/// `--authfile` that cannot be read is an error; the default files are optional. In each file,
+/// as in Docker, a credential helper named for the registry (or the default `credsStore`) is
+/// asked first (when `use_helpers`), then the `auths` entries.
 pub fn lookup(
     files: &[PathBuf],
     explicit: bool,
     registry: &str,
     repository: &str,
+    use_helpers: bool,
 ) -> Result<Option<Creds>> {
     for f in files {
         let bytes = match std::fs::read(f) {
@@ -162,6 +165,12 @@ pub fn lookup(
         };
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .with_context(|| format!("auth file {} is not valid JSON", f.display()))?;
+        if use_helpers && let Some(name) = super::credhelper::helper_for(&v, registry) {
+            let path = std::env::var_os("PATH");
+            if let Some(c) = super::credhelper::get(&name, registry, path.as_deref()) {
+                return Ok(Some(c));
+            }
+        }
         let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else {
             continue;
         };
@@ -276,14 +285,14 @@ mod tests {
         )
         .unwrap();
         let files = vec![f.clone()];
-        let get = |r: &str, repo: &str| lookup(&files, true, r, repo).unwrap();
+        let get = |r: &str, repo: &str| lookup(&files, true, r, repo, false).unwrap();
         assert_eq!(get("127.0.0.1:5000", "x/y").unwrap().user, "u");
         assert_eq!(get("quay.io", "org/app").unwrap().user, "o");
         assert!(get("quay.io", "other/app").is_none());
         assert_eq!(get("docker.io", "library/alpine").unwrap().pass, "h");
-        assert!(lookup(&[d.path().join("missing")], true, "a", "b").is_err());
+        assert!(lookup(&[d.path().join("missing")], true, "a", "b", false).is_err());
         assert!(
-            lookup(&[d.path().join("missing")], false, "a", "b")
+            lookup(&[d.path().join("missing")], false, "a", "b", false)
                 .unwrap()
                 .is_none()
         );

@@ -11,6 +11,7 @@
 //!   the whole image is resolved from the cache. By digest, no request at all.
 
 pub mod auth;
+pub mod credhelper;
 pub mod tls;
 
 use crate::image::{ImageSource, Top};
@@ -64,6 +65,8 @@ impl Registry {
                 s.authfile.is_some(),
                 &r.registry,
                 &r.repository,
+                // --offline never talks to the registry, so it needs no helper either.
+                !s.offline,
             )?,
         };
         // Loading the trust store costs milliseconds; the warm path with --offline or over
