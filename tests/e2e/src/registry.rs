@@ -3,6 +3,8 @@
 //! * [`Registry::plain`]: plain HTTP, no auth.
 //! * [`Registry::tls_auth`]: HTTPS with a certificate from a throw-away CA made with openssl, and
 //!   htpasswd (bcrypt, apache2-utils) Basic auth for [`USER`]/[`PASSWORD`].
+//! * [`Registry::tls_client_cert`]: HTTPS that requires a client certificate signed by the same
+//!   throw-away CA (`http.tls.clientcas`); `ca_dir()` then also holds `client.cert`/`client.key`.
 //!
 //! Each registry listens on a free loopback port, keeps its storage and log in its own
 //! directory, and is killed by PID when dropped. Images are pushed with `skopeo copy`. The log is
@@ -71,6 +73,16 @@ impl Registry {
         Registry::start(dir, true)
     }
 
+    /// An HTTPS registry that accepts only clients with a certificate from its CA (no password):
+    /// `ca_dir()` holds the CA and the client certificate and key, and
+    /// `server_ca_only_dir()` the CA alone.
+    pub fn tls_client_cert(dir: &Path) -> Registry {
+        std::fs::create_dir_all(dir).unwrap();
+        make_tls(dir);
+        make_client_cert(dir);
+        Registry::start(dir, true)
+    }
+
     fn start(dir: &Path, tls: bool) -> Registry {
         require_tool("docker-registry");
         require_tool("skopeo");
@@ -84,7 +96,14 @@ impl Registry {
              http:\n  addr: {addr}\n",
             dir.join("data").display()
         );
-        if tls {
+        if tls && dir.join("certs/client.cert").is_file() {
+            cfg.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
+                dir.join("tls.crt").display(),
+                dir.join("tls.key").display(),
+                dir.join("ca.crt").display()
+            ));
+        } else if tls {
             make_tls(dir);
             let htpasswd = dir.join("htpasswd");
             require_tool("htpasswd");
@@ -150,6 +169,11 @@ impl Registry {
     /// Directory holding `ca.crt`, for `--cert-dir` (oci-fetch) and skopeo's cert dirs.
     pub fn ca_dir(&self) -> PathBuf {
         self.dir.join("certs")
+    }
+
+    /// Directory holding only `ca.crt` (for a client without a certificate).
+    pub fn server_ca_only_dir(&self) -> PathBuf {
+        self.dir.join("ca-only")
     }
 
     /// `docker://127.0.0.1:PORT/REPO_TAG`.
@@ -219,6 +243,63 @@ impl Drop for Registry {
             }
         }
     }
+}
+
+/// A client certificate signed by the CA of `make_tls`, as `certs/client.cert` and
+/// `certs/client.key` (containers-certs.d(5) names), and a `ca-only/` copy of the CA.
+fn make_client_cert(dir: &Path) {
+    let ext = dir.join("client.ext");
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let p = |n: &str| dir.join(n).display().to_string();
+    must(
+        Command::new("openssl").args([
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=sioci test client",
+            "-keyout",
+            &p("certs/client.key"),
+            "-out",
+            &p("client.csr"),
+        ]),
+        "openssl client key",
+    );
+    must(
+        Command::new("openssl").args([
+            "x509",
+            "-req",
+            "-in",
+            &p("client.csr"),
+            "-CA",
+            &p("ca.crt"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &p("client.ext"),
+            "-out",
+            &p("certs/client.cert"),
+        ]),
+        "openssl sign client",
+    );
+    // The test users read the key too (the whole directory is a throw-away test fixture).
+    for f in ["client.cert", "client.key"] {
+        world_readable(&dir.join("certs").join(f));
+    }
+    let only = dir.join("ca-only");
+    std::fs::create_dir_all(&only).unwrap();
+    std::fs::copy(dir.join("ca.crt"), only.join("ca.crt")).unwrap();
+    world_readable(&only.join("ca.crt"));
 }
 
 /// A throw-away CA and a server certificate for 127.0.0.1 signed by it.

@@ -743,6 +743,41 @@ printf '{{"ServerURL":"%s","Username":"{USER}","Secret":"{PASSWORD}"}}\n' "$serv
     }
 }
 
+/// A registry that requires a client certificate (docker-registry `http.tls.clientcas`): the
+/// `client.cert`/`client.key` pair in the certificate directory gets in; without it the FATAL
+/// line says what is missing; a `.cert` without its `.key` is refused before connecting.
+#[test]
+fn client_certificate_registry() {
+    let dir = scratch("clientcert");
+    let reg = Registry::tls_client_cert(&dir.join("reg"));
+    reg.push(&oci_ref("busybox"), "sioci/busybox:latest", false);
+    let r = reg.docker_ref("sioci/busybox:latest");
+    let with_cert = reg.ca_dir().display().to_string();
+    let ca_only = reg.server_ca_only_dir().display().to_string();
+    let no_key = dir.join("no-key");
+    std::fs::create_dir_all(&no_key).unwrap();
+    for f in ["ca.crt", "client.cert"] {
+        std::fs::copy(reg.ca_dir().join(f), no_key.join(f)).unwrap();
+        std::fs::set_permissions(no_key.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let no_key = no_key.display().to_string();
+    for ctx in contexts() {
+        let rec = check_record(
+            &fetch(
+                &ctx,
+                &fresh_cache(&ctx, "cache"),
+                &["--cert-dir", &with_cert, &r],
+            ),
+            "docker",
+        );
+        assert_eq!(rec["digest"], fixture_digest("busybox"));
+        let c2 = fresh_cache(&ctx, "cache2");
+        fetch(&ctx, &c2, &["--cert-dir", &ca_only, &r]).assert_fatal("client certificate");
+        fetch(&ctx, &c2, &["--cert-dir", &no_key, &r]).assert_fatal("has no key");
+        assert_cache_verified(&c2);
+    }
+}
+
 /// `/etc/containers/certs.d/HOST:PORT/ca.crt` for one test registry, removed on drop (the
 /// directory name carries the test registry's random port, so nothing else uses it).
 struct CertsD(PathBuf);

@@ -152,6 +152,20 @@ impl Registry {
                     "TLS handshake with {host} failed: it does not speak HTTPS (a plain-HTTP registry needs --no-https)"
                 )
             }
+            // The server's alert about *our* certificate (Go sends bad_certificate when a
+            // required client certificate is missing; TLS 1.3 has certificate_required).
+            ureq::Error::Io(ref io)
+                if [
+                    "fatal alert: BadCertificate",
+                    "fatal alert: CertificateRequired",
+                ]
+                .iter()
+                .any(|a| io.to_string().contains(a)) =>
+            {
+                anyhow!(
+                    "registry {host} refused the TLS connection: it wants a client certificate, or refused ours ({io}); put NAME.cert and NAME.key into --cert-dir DIR or /etc/containers/certs.d/{host}/"
+                )
+            }
             ureq::Error::Io(ref io) if io.to_string().contains("certificate") => anyhow!(
                 "TLS certificate of {host} not trusted: {io} (trust its CA with --cert-dir DIR or /etc/containers/certs.d/{host}/ca.crt)"
             ),

@@ -1,8 +1,9 @@
-//! TLS trust for registries: system CAs, plus `certs.d` and `--cert-dir` certificates.
+//! TLS for registries: system CAs plus the `*.crt` files of `certs.d` and `--cert-dir`, and a
+//! client certificate (`*.cert` with its `*.key`) from the same directories.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 /// Directories whose `*.crt` files are trusted for `host` (containers-certs.d(5) layout).
 pub fn cert_dirs(host: &str, cert_dir: Option<&Path>) -> Vec<PathBuf> {
@@ -46,40 +47,112 @@ fn system_bundle() -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
-/// TLS configuration for `host`. With no extra certificates, the platform verifier (system
-/// store); with some, the system bundle plus them, since rustls takes one root set.
+/// The files of `dir` ending in `.ext`, sorted; `None` when the directory cannot be read.
+fn files_with_extension(dir: &Path, ext: &str) -> Option<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).ok()?;
+    let mut names: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+/// The client certificate for `host`: the first `NAME.cert` (a PEM chain) in the certificate
+/// directories, in their order, with its `NAME.key` beside it (containers-certs.d(5)). A
+/// `.cert` without its `.key` is an error, as in containers/image.
+pub fn client_cert(host: &str, cert_dir: Option<&Path>) -> Result<Option<ClientCert>> {
+    for d in cert_dirs(host, cert_dir) {
+        let Some(cert) = files_with_extension(&d, "cert").and_then(|v| v.into_iter().next()) else {
+            continue;
+        };
+        let key = cert.with_extension("key");
+        if !key.is_file() {
+            bail!(
+                "client certificate {} has no key {} beside it",
+                cert.display(),
+                key.display()
+            );
+        }
+        let mut chain = Vec::new();
+        if read_pem_certs(&cert, &mut chain)? == 0 {
+            bail!("{} holds no PEM certificate", cert.display());
+        }
+        return Ok(Some(ClientCert::new_with_certs(
+            &chain,
+            read_pem_key(&key)?,
+        )));
+    }
+    Ok(None)
+}
+
+fn read_pem_key(path: &Path) -> Result<PrivateKey<'static>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    for item in ureq::tls::parse_pem(&bytes) {
+        if let PemItem::PrivateKey(k) =
+            item.with_context(|| format!("{} is not a PEM key file", path.display()))?
+        {
+            return Ok(k);
+        }
+    }
+    bail!("{} holds no PEM private key", path.display())
+}
+
+/// TLS configuration for `host`. With no extra CA certificates, the platform verifier (system
+/// store); with some, the system bundle plus them, since rustls takes one root set. A client
+/// certificate is presented whenever one is configured, even without verification.
 pub fn config(host: &str, cert_dir: Option<&Path>, verify: bool) -> Result<TlsConfig> {
+    let builder = TlsConfig::builder().client_cert(client_cert(host, cert_dir)?);
     if !verify {
-        return Ok(TlsConfig::builder().disable_verification(true).build());
+        return Ok(builder.disable_verification(true).build());
     }
     let mut extra = Vec::new();
     for d in cert_dirs(host, cert_dir) {
-        let Ok(rd) = std::fs::read_dir(&d) else {
+        let Some(names) = files_with_extension(&d, "crt") else {
             if cert_dir == Some(d.as_path()) {
-                anyhow::bail!("--cert-dir {} cannot be read", d.display());
+                bail!("--cert-dir {} cannot be read", d.display());
             }
             continue;
         };
-        let mut names: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "crt"))
-            .collect();
-        names.sort();
         for p in names {
             read_pem_certs(&p, &mut extra)?;
         }
     }
     if extra.is_empty() {
-        return Ok(TlsConfig::builder()
-            .root_certs(RootCerts::PlatformVerifier)
-            .build());
+        return Ok(builder.root_certs(RootCerts::PlatformVerifier).build());
     }
     let mut all = Vec::new();
     if let Some(b) = system_bundle() {
         read_pem_certs(&b, &mut all)?;
     }
     all.extend(extra);
-    Ok(TlsConfig::builder()
-        .root_certs(RootCerts::new_with_certs(&all))
-        .build())
+    Ok(builder.root_certs(RootCerts::new_with_certs(&all)).build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_cert_needs_its_key_and_is_optional() {
+        let d = tempfile::tempdir().unwrap();
+        // Only CA certificates (and an unrelated .key): no client certificate.
+        std::fs::write(d.path().join("ca.crt"), "").unwrap();
+        std::fs::write(d.path().join("stray.key"), "").unwrap();
+        assert!(
+            client_cert("h.invalid:1", Some(d.path()))
+                .unwrap()
+                .is_none()
+        );
+        std::fs::write(d.path().join("client.cert"), "").unwrap();
+        let e = client_cert("h.invalid:1", Some(d.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has no key"), "{e}");
+        std::fs::write(d.path().join("client.key"), "").unwrap();
+        let e = client_cert("h.invalid:1", Some(d.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+    }
 }
