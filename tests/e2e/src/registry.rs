@@ -254,44 +254,13 @@ fn make_client_cert(dir: &Path) {
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
     )
     .unwrap();
-    let p = |n: &str| dir.join(n).display().to_string();
-    must(
-        Command::new("openssl").args([
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=sioci test client",
-            "-keyout",
-            &p("certs/client.key"),
-            "-out",
-            &p("client.csr"),
-        ]),
-        "openssl client key",
+    key_and_request(
+        dir,
+        "/CN=sioci test client",
+        "certs/client.key",
+        "client.csr",
     );
-    must(
-        Command::new("openssl").args([
-            "x509",
-            "-req",
-            "-in",
-            &p("client.csr"),
-            "-CA",
-            &p("ca.crt"),
-            "-CAkey",
-            &p("ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &p("client.ext"),
-            "-out",
-            &p("certs/client.cert"),
-        ]),
-        "openssl sign client",
-    );
+    sign_with_ca(dir, "client.csr", "client.ext", "certs/client.cert");
     // The test users read the key too (the whole directory is a throw-away test fixture).
     for f in ["client.cert", "client.key"] {
         world_readable(&dir.join("certs").join(f));
@@ -339,6 +308,16 @@ fn make_tls(dir: &Path) {
         ]),
         "openssl CA",
     );
+    key_and_request(dir, "/CN=127.0.0.1", "tls.key", "tls.csr");
+    sign_with_ca(dir, "tls.csr", "server.ext", "tls.crt");
+    std::fs::copy(dir.join("ca.crt"), certs.join("ca.crt")).unwrap();
+    world_readable(&certs);
+    world_readable(&certs.join("ca.crt"));
+}
+
+/// A new P-256 key (`dir/key`) and a certificate request for `subject` (`dir/csr`).
+fn key_and_request(dir: &Path, subject: &str, key: &str, csr: &str) {
+    let p = |n: &str| dir.join(n).display().to_string();
     must(
         Command::new("openssl").args([
             "req",
@@ -348,20 +327,25 @@ fn make_tls(dir: &Path) {
             "ec_paramgen_curve:prime256v1",
             "-nodes",
             "-subj",
-            "/CN=127.0.0.1",
+            subject,
             "-keyout",
-            &p("tls.key"),
+            &p(key),
             "-out",
-            &p("tls.csr"),
+            &p(csr),
         ]),
-        "openssl server key",
+        "openssl key and request",
     );
+}
+
+/// Sign `dir/csr` with the test CA (`dir/ca.crt`, `dir/ca.key`) and the extensions in `dir/ext`.
+fn sign_with_ca(dir: &Path, csr: &str, ext: &str, out: &str) {
+    let p = |n: &str| dir.join(n).display().to_string();
     must(
         Command::new("openssl").args([
             "x509",
             "-req",
             "-in",
-            &p("tls.csr"),
+            &p(csr),
             "-CA",
             &p("ca.crt"),
             "-CAkey",
@@ -370,13 +354,10 @@ fn make_tls(dir: &Path) {
             "-days",
             "2",
             "-extfile",
-            &p("server.ext"),
+            &p(ext),
             "-out",
-            &p("tls.crt"),
+            &p(out),
         ]),
         "openssl sign",
     );
-    std::fs::copy(dir.join("ca.crt"), certs.join("ca.crt")).unwrap();
-    world_readable(&certs);
-    world_readable(&certs.join("ca.crt"));
 }
