@@ -25,7 +25,6 @@ fn is_cgroup2(path: &str) -> bool {
     rustix::fs::statfs(path).is_ok_and(|s| s.f_type == 0x6367_7270)
 }
 
-/// `need_subids`: the unprivileged default, which needs the outer plan for the reverse map.
 /// Whether the container should get a terminal when neither --terminal nor --no-terminal says:
 /// SingularityCE asks whether its stdin is one. When the record itself arrives on stdin (a
 /// hand-typed `oci-fetch | oci-unpack | oci-mkspec` pipeline), stdin is that pipe, so the
@@ -40,7 +39,9 @@ pub fn terminal_default(record_from_file: bool) -> bool {
     }
 }
 
-pub fn gather(need_subids: bool) -> Result<Host> {
+/// `need_subids`: the unprivileged default, which needs the outer plan for the reverse map.
+/// `terminal`: whether the container gets one (`--terminal`, or [`terminal_default`]).
+pub fn gather(need_subids: bool, terminal: bool) -> Result<Host> {
     let uid = identity::host_uid();
     let gid = identity::host_gid();
     let is_root = identity::is_host_root();
@@ -93,7 +94,7 @@ pub fn gather(need_subids: bool) -> Result<Host> {
         env: std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect(),
-        terminal: terminal_default(true),
+        terminal,
         tty_gid,
         ncpus: std::thread::available_parallelism()
             .map(|n| n.get())

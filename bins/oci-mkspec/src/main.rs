@@ -65,10 +65,13 @@ fn run(args: cli::Args) -> Result<i32> {
     });
     let bundle_dir = common::fsutil::absolute(bundle_arg)?;
 
-    let mut host = host::gather(!common::identity::is_host_root() && !opts.fakeroot)?;
-    host.terminal = opts.terminal.unwrap_or_else(|| {
+    let terminal = opts.terminal.unwrap_or_else(|| {
         host::terminal_default(opts.input.as_deref().is_some_and(|p| p != Path::new("-")))
     });
+    let host = host::gather(
+        !common::identity::is_host_root() && !opts.fakeroot,
+        terminal,
+    )?;
     // An MPI rank shares the PID namespace, /dev/shm and the PMIx server directory (launch.rs).
     let opts = launch::rank_options(&opts, &host.env).unwrap_or(opts);
     let root = rootfs::RootDir::open(&record.rootfs)?;
