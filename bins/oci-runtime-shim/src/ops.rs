@@ -335,14 +335,13 @@ fn run(
 }
 
 fn run_in(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: Option<String>) -> Result<i32> {
-    let bundle = bundle.to_path_buf();
     let id = id.unwrap_or_else(|| format!("sioci-{}", common::fsutil::unique_suffix()));
     common::statedir::check_container_id(&id)?;
     let ctx = context(g, None)?;
     prepare_for_new_container(&ctx)?;
     let sd = SdGuard(Some(StateDir::create(&ctx.root, &id)?));
     let dir = sd.0.as_ref().expect("state dir");
-    dir.record(&bundle, &ctx.rt.path)?;
+    dir.record(bundle, &ctx.rt.path)?;
     let pid_file = match pid_file {
         Some(p) => {
             let p = common::fsutil::absolute(&p)?;
@@ -354,12 +353,12 @@ fn run_in(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: Option<Strin
     let mut cmd = ctx.command(vec![
         os("run"),
         os("--bundle"),
-        os(&bundle),
+        os(bundle),
         os("--pid-file"),
         os(&pid_file),
         os(&id),
     ]);
-    cmd.current_dir(&bundle);
+    cmd.current_dir(bundle);
     let outcome = proxy::run_with_proxy(&mut cmd)?;
     if outcome.killed {
         // The runtime died before it could remove its state: do it for it.
