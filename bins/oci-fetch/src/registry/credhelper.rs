@@ -11,7 +11,6 @@ use super::auth::Creds;
 use anyhow::{Context, Result, bail};
 use std::ffi::OsStr;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -59,8 +58,9 @@ fn run(name: &str, server: &str, search_path: Option<&OsStr>) -> Result<Option<C
         bail!("'{name}' is not a helper name");
     }
     let program = format!("docker-credential-{name}");
-    let exe =
-        find_on_path(&program, search_path).with_context(|| format!("{program} is not on PATH"))?;
+    let exe = search_path
+        .and_then(|p| common::runtime::which_in(&program, p))
+        .with_context(|| format!("{program} is not on PATH"))?;
     let mut child = Command::new(&exe)
         .arg("get")
         .stdin(Stdio::piped())
@@ -127,24 +127,12 @@ fn parse_answer(stdout: &[u8]) -> Result<Creds> {
     Creds::parse(&format!("{user}:{secret}"))
 }
 
-fn find_on_path(program: &str, search_path: Option<&OsStr>) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = search_path?;
-    std::env::split_paths(path)
-        .filter(|d| !d.as_os_str().is_empty())
-        .map(|d| d.join(program))
-        .find(|p| {
-            Path::new(p)
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
     #[test]
     fn per_host_helper_beats_the_store() {
