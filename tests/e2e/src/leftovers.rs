@@ -40,14 +40,10 @@ pub(crate) fn find(ctx: &Ctx) -> Vec<String> {
     }
 
     // 3. Mounts under the test's directory (in the harness's own, i.e. the host's, namespace).
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let dir = ctx.dir();
-    for line in mountinfo.lines() {
-        if let Some(mp) = line.split(' ').nth(4) {
-            let mp = unescape_mount(mp);
-            if Path::new(&mp).starts_with(dir) {
-                problems.push(format!("still mounted: {mp}"));
-            }
+    for mp in common::mountns::mount_points().unwrap_or_default() {
+        if mp.starts_with(dir) {
+            problems.push(format!("still mounted: {}", mp.display()));
         }
     }
     problems
@@ -86,24 +82,4 @@ fn mentions(dir: &Path, needle: &str, depth: u32, problems: &mut Vec<String>) {
             }
         }
     }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
