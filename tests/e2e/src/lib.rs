@@ -11,6 +11,7 @@
 //! | `SIOCI_FIXTURES` | output of `scripts/mkimages`: one OCI layout per image, plus `layered.expected.json` |
 //! | `SIOCI_TEST_USER` | unprivileged user WITH `/etc/subuid` and `/etc/subgid` ranges (`sioci-tester`) |
 //! | `SIOCI_TEST_USER_NOSUB` | unprivileged user WITHOUT ranges (single-ID fallback, `sioci-nosub`) |
+//! | `SIOCI_TEST_USER_ATTACKER` | a second unprivileged user who attacks the others (`sioci-attacker`) |
 //! | `SIOCI_SCHEMAS` | vendored OCI JSON schemas (`tests/schemas`) |
 //! | `SIOCI_WORKDIR` | optional: where per-test directories go (default: `$SIOCI_PREFIX/../work`) |
 //!
@@ -72,6 +73,9 @@ pub enum Profile {
     UserNoSubids,
     /// `$SIOCI_TEST_USER` with `--fakeroot` added to exec/run/shell/test by [`Ctx::front`].
     Fakeroot,
+    /// `$SIOCI_TEST_USER_ATTACKER`: a second local user who attacks the others (never part of
+    /// a matrix; see [`Ctx::attacker`]).
+    Attacker,
 }
 
 impl Profile {
@@ -88,6 +92,7 @@ impl Profile {
             Profile::User => "user",
             Profile::UserNoSubids => "nosub",
             Profile::Fakeroot => "fakeroot",
+            Profile::Attacker => "attacker",
         }
     }
 
@@ -97,6 +102,7 @@ impl Profile {
             Profile::Root => None,
             Profile::User | Profile::Fakeroot => Some(env_required("SIOCI_TEST_USER")),
             Profile::UserNoSubids => Some(env_required("SIOCI_TEST_USER_NOSUB")),
+            Profile::Attacker => Some(env_required("SIOCI_TEST_USER_ATTACKER")),
         }
     }
 }
@@ -211,6 +217,16 @@ impl Ctx {
             tmp,
             cache,
         }
+    }
+
+    /// The hostile second user of this test: a context of `$SIOCI_TEST_USER_ATTACKER` with the
+    /// same runtime, whose directory is its own (one per victim profile and runtime).
+    pub fn attacker(&self) -> Ctx {
+        Ctx::new(
+            Profile::Attacker,
+            self.rt,
+            &format!("{}-vs-{}", self.name, self.profile.name()),
+        )
     }
 
     /// A context for the calling test (named after the test thread).
