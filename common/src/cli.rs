@@ -104,6 +104,7 @@ impl Tool {
     /// Parse the process arguments: handle `--help`/`--version` (anywhere before `--`).
     pub fn args(&self) -> anyhow::Result<Args> {
         PROGRAM.get_or_init(|| self.name);
+        install_panic_hook();
         restore_default_interrupts();
         let raw: Vec<OsString> = std::env::args_os().skip(1).collect();
         for a in &raw {
@@ -150,6 +151,34 @@ fn restore_default_interrupts() {
             libc::signal(sig, libc::SIG_DFL);
         }
     }
+}
+
+/// Make a panic (a bug) end like every other launcher error: one `FATAL:` line and exit 255.
+///
+/// The release profile aborts on panic, which would otherwise kill the stage with SIGABRT
+/// (status 134, indistinguishable from a container killed by SIGABRT) after a multi-line message.
+/// `_exit` rather than `exit`: another thread may be mid-write to stdout, and a half record must
+/// not be flushed out; nothing a stage leaves behind is cleaned by atexit handlers anyway.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "FATAL: {}: internal error (a bug, please report it): {}{place}",
+            program(),
+            one_line(&what)
+        );
+        // SAFETY: _exit ends the process at once; no Rust state is touched afterwards.
+        unsafe { libc::_exit(EXIT_FATAL) }
+    }));
 }
 
 /// Print `FATAL: prog: msg` and exit 255.
@@ -219,6 +248,38 @@ mod tests {
     fn unknown_option_is_refused() {
         let a = Args::from_vec(v(&["--bogus"])).unwrap();
         assert!(a.positionals().is_err());
+    }
+
+    const PANIC_CHILD: &str = "SIOCI_TEST_PANIC_CHILD";
+
+    /// Runs only as the child of `a_panic_is_one_fatal_line_and_exit_255`: a panic off the main
+    /// thread, as in the parallel blob downloads.
+    #[test]
+    fn panic_hook_child() {
+        if std::env::var_os(PANIC_CHILD).is_none() {
+            return;
+        }
+        install_panic_hook();
+        let _ = std::thread::spawn(|| panic!("boom\nsecond line")).join();
+        unreachable!("the hook exits");
+    }
+
+    #[test]
+    fn a_panic_is_one_fatal_line_and_exit_255() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["cli::tests::panic_hook_child", "--exact", "--nocapture"])
+            .env(PANIC_CHILD, "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(EXIT_FATAL), "stderr: {err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "stderr: {err}");
+        assert!(
+            lines[0].starts_with("FATAL: ") && lines[0].contains("boom | second line"),
+            "{err}"
+        );
+        assert!(lines[0].contains("cli.rs:"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod cgroupfix;
 pub mod cli;
 pub mod conmon;
 pub mod digest;
+pub mod fds;
 pub mod fsutil;
 pub mod identity;
 pub mod mountns;

@@ -37,35 +37,41 @@ fn kind_of(path: &Path) -> RuntimeKind {
     }
 }
 
-/// Find an executable by name on PATH, plus the sbin directories PATH often lacks.
+/// Directories searched after `$PATH`: the sbin directories a user's PATH often lacks.
+const FALLBACK_DIRS: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// Find an executable by name on `$PATH`, then in the sbin directories PATH often lacks. A name
+/// with a `/` is taken as the path the caller gave. This is the one program lookup of every
+/// stage: see [`which_in`] for the entries it skips.
 pub fn which(name: &str) -> Option<PathBuf> {
     if name.contains('/') {
         let p = PathBuf::from(name);
         return is_executable(&p).then_some(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(
-            [
-                "/usr/local/sbin",
-                "/usr/local/bin",
-                "/usr/sbin",
-                "/usr/bin",
-                "/sbin",
-                "/bin",
-            ]
-            .map(PathBuf::from),
-        )
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
+    which_in(name, &path).or_else(|| which_in_dirs(name, FALLBACK_DIRS.iter().map(PathBuf::from)))
 }
 
 /// Find an executable by name in the directories of a PATH-style list only. Empty entries
-/// (which a shell reads as the current directory) are skipped: nothing is run from wherever the
-/// caller happens to be.
+/// (which a shell reads as the current directory) and relative ones (`.`, `bin`) are skipped:
+/// nothing is run from wherever the caller happens to be, which for root would mean running a
+/// `./crun` that anyone who can write the working directory planted.
 pub fn which_in(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path)
-        .filter(|d| !d.as_os_str().is_empty())
+    which_in_dirs(name, std::env::split_paths(path))
+}
+
+fn which_in_dirs(name: &str, dirs: impl Iterator<Item = PathBuf>) -> Option<PathBuf> {
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    dirs.filter(|d| d.is_absolute())
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
 }
@@ -130,6 +136,26 @@ mod tests {
         assert_eq!(kind_of(Path::new("/usr/bin/crun")), RuntimeKind::Crun);
         assert_eq!(kind_of(Path::new("runc")), RuntimeKind::Runc);
         assert_eq!(kind_of(Path::new("youki")), RuntimeKind::Other);
+    }
+
+    /// An executable planted in the working directory is never found through an empty or a
+    /// relative PATH entry.
+    #[test]
+    fn lookup_skips_empty_and_relative_path_entries() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let planted = d.path().join("sioci-planted-tool");
+        std::fs::write(&planted, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let name = "sioci-planted-tool";
+        let cwd_like = [":", "", ".", "./", "::/nonexistent"];
+        for p in cwd_like {
+            assert_eq!(which_in(name, std::ffi::OsStr::new(p)), None, "PATH={p:?}");
+        }
+        assert_eq!(which_in("", std::ffi::OsStr::new("/bin")), None);
+        assert_eq!(which_in("../x", std::ffi::OsStr::new("/bin")), None);
+        let abs = std::ffi::OsString::from(format!(":.:{}", d.path().display()));
+        assert_eq!(which_in(name, &abs), Some(planted));
     }
 
     #[test]

@@ -87,15 +87,10 @@ fn read_range(file: &str, name: &str, id: u32) -> Result<Option<IdRange>> {
     }
 }
 
-/// Locate a setuid helper such as `newuidmap` on PATH (then `/usr/bin`), and check that it can
-/// actually do its job: it must be setuid root or carry file capabilities.
+/// Locate a setuid helper such as `newuidmap` on PATH (then the system directories), and check
+/// that it can actually do its job: it must be setuid root or carry file capabilities.
 pub fn find_map_helper(name: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    let found = std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file());
-    let Some(p) = found else {
+    let Some(p) = crate::runtime::which(name) else {
         bail!(
             "{name} not found: install the 'uidmap' package (needed for the subordinate ID ranges in /etc/subuid)"
         );

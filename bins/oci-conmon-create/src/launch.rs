@@ -219,13 +219,15 @@ pub fn run(plan: &Plan) -> Result<Created> {
         // has detached into its own session.
         .process_group(0);
     let (sc, st) = (sync_child.as_raw_fd(), start_child.as_raw_fd());
-    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
+    // SAFETY: only async-signal-safe calls (dup2, close_range) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             if libc::dup2(sc, SYNC_FD) < 0 || libc::dup2(st, START_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
+            // conmon outlives the caller: it gets its two pipes and stdio, nothing else the
+            // caller had open.
+            common::fds::cloexec_from(START_FD + 1)
         });
     }
     let started = Instant::now();

@@ -70,6 +70,7 @@ struct ContainerRecord {
 fn main() {
     // conmon calls this executable back for the runtime and for the exit command; those modes
     // take raw argv (they are not user-facing) and must run before any option parsing.
+    common::cli::install_panic_hook();
     internal::dispatch();
     TOOL.main(|args| {
         let o = options::parse(args)?;

@@ -30,7 +30,9 @@ Options:
   --tmpdir DIR                  where --disable-cache makes it (default $SINGULARITY_TMPDIR,
                                 $TMPDIR, /tmp); the caller removes dirname(record.layout)
   --authfile FILE               registry credentials (containers auth.json format)
-  --creds USER[:PASS]           registry credentials (never printed)
+  --creds USER[:PASS]           registry credentials (never printed, but visible to
+                                every user in ps: prefer the environment variables
+                                SINGULARITY_DOCKER_USERNAME and SINGULARITY_DOCKER_PASSWORD)
   --cert-dir DIR                extra CA certificates (*.crt) for registry TLS
   --tls-verify=false            do not verify registry TLS certificates
   --no-https                    talk plain HTTP to the registry
@@ -183,11 +185,10 @@ fn run(reference: &str, opts: &Opts) -> Result<()> {
             }
             ImageRef::Docker(r) => {
                 let settings = registry::Settings {
-                    creds: opts
-                        .creds
-                        .as_deref()
-                        .map(registry::auth::Creds::parse)
-                        .transpose()?,
+                    creds: match opts.creds.as_deref() {
+                        Some(c) => Some(registry::auth::Creds::parse(c)?),
+                        None => registry::auth::Creds::from_env(|k| std::env::var(k).ok())?,
+                    },
                     authfile: opts.authfile.clone(),
                     cert_dir: opts.cert_dir.clone(),
                     tls_verify: opts.tls_verify,

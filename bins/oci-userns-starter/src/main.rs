@@ -109,7 +109,16 @@ fn main() {
                 std::env::set_var(common::identity::ENV_ROOTLESS_GID, gid.to_string());
             }
         }
-        let err = std::process::Command::new(&o.command[0])
+        // Our own PATH lookup, not execvp's: it would run a PROG from the working directory
+        // through an empty PATH entry.
+        let program = if o.command[0].contains('/') {
+            PathBuf::from(&o.command[0])
+        } else {
+            common::runtime::which(&o.command[0])
+                .with_context(|| format!("'{}' not found on PATH", o.command[0]))?
+        };
+        let err = std::process::Command::new(&program)
+            .arg0(&o.command[0])
             .args(&o.command[1..])
             .exec();
         Err(err).with_context(|| format!("cannot execute '{}'", o.command[0]))

@@ -92,6 +92,10 @@ fn utf8_len(first: u8) -> usize {
     }
 }
 
+/// Environment variables carrying registry credentials (see [`Creds::from_env`]).
+pub const ENV_USERNAME: &str = "SINGULARITY_DOCKER_USERNAME";
+pub const ENV_PASSWORD: &str = "SINGULARITY_DOCKER_PASSWORD";
+
 /// A user name and password. `Debug` is hand-written so a password can never reach a log.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Creds {
@@ -113,6 +117,27 @@ impl Creds {
                 pass: p.into(),
             }),
             _ => bail!("--creds expects USER:PASSWORD"),
+        }
+    }
+
+    /// Credentials from `SINGULARITY_DOCKER_USERNAME` and `SINGULARITY_DOCKER_PASSWORD`
+    /// (SingularityCE's names), the way to hand a password over without putting it on a
+    /// command line, where every user of the host can read it (`ps`, `/proc/PID/cmdline`); a
+    /// process's environment is readable by its own user only. A password without a user name
+    /// is an error rather than silently anonymous.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<Creds>> {
+        let user = get(ENV_USERNAME).filter(|v| !v.is_empty());
+        let pass = get(ENV_PASSWORD);
+        match (user, pass) {
+            (Some(user), Some(pass)) => Ok(Some(Creds { user, pass })),
+            (Some(user), None) => Ok(Some(Creds {
+                user,
+                pass: String::new(),
+            })),
+            (None, Some(p)) if !p.is_empty() => {
+                bail!("{ENV_PASSWORD} is set but {ENV_USERNAME} is not")
+            }
+            _ => Ok(None),
         }
     }
 
@@ -273,6 +298,31 @@ mod tests {
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!(Creds::parse("nopass").is_err());
         assert_eq!(Creds::parse("a:b").unwrap().basic_header(), "Basic YTpi");
+    }
+
+    #[test]
+    fn creds_from_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = Creds::from_env(env(&[(ENV_USERNAME, "u"), (ENV_PASSWORD, "p:w")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.user.as_str(), c.pass.as_str()), ("u", "p:w"));
+        assert!(Creds::from_env(env(&[])).unwrap().is_none());
+        assert!(Creds::from_env(env(&[(ENV_PASSWORD, "p")])).is_err());
+        assert_eq!(
+            Creds::from_env(env(&[(ENV_USERNAME, "u")]))
+                .unwrap()
+                .unwrap()
+                .pass,
+            ""
+        );
     }
 
     #[test]

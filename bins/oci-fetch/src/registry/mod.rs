@@ -3,8 +3,10 @@
 //! * Manifests are asked for with every OCI and Docker manifest/index media type.
 //! * A 401 starts the auth flow once: a Bearer challenge is answered by fetching a token from the
 //!   realm (with Basic credentials when we have some), a Basic challenge by sending credentials.
-//! * Redirects keep `Authorization` only for the same host over https (ureq `SameHost`): blob
-//!   redirects to object storage never receive our credentials.
+//! * Redirects are followed by hand (redirect.rs): `Authorization` goes only to the same scheme,
+//!   host and port, so blob redirects to object storage (or to another port of the registry's
+//!   host) never receive our credentials. Basic credentials go to a token realm only over TLS,
+//!   or over plain HTTP to the registry's own host when the user asked for plain HTTP.
 //! * 5xx, 429, connection resets and timeouts are retried with backoff a bounded number of times;
 //!   blob bodies that break off mid-way resume with `Range` (see store.rs).
 //! * Warm path: for a tag, one `HEAD` of the manifest; when its digest is already in the cache
@@ -12,6 +14,7 @@
 
 pub mod auth;
 pub mod credhelper;
+pub mod redirect;
 pub mod tls;
 
 use crate::image::{ImageSource, Top};
@@ -47,6 +50,7 @@ pub struct Registry {
     auth: Mutex<Option<String>>,
     connected: AtomicBool,
     offline: bool,
+    plain_http: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -79,8 +83,8 @@ impl Registry {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .tls_config(tls)
-            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
-            .max_redirects(5)
+            // Redirects are followed in `raw`, which decides where Authorization may go.
+            .max_redirects(0)
             .user_agent(concat!("oci-fetch/", env!("CARGO_PKG_VERSION")))
             .accept_encoding("identity")
             .timeout_connect(Some(Duration::from_secs(30)))
@@ -98,6 +102,7 @@ impl Registry {
             auth: Mutex::new(None),
             connected: AtomicBool::new(false),
             offline: s.offline,
+            plain_http: s.plain_http,
         })
     }
 
@@ -105,7 +110,45 @@ impl Registry {
         format!("{}/{}", self.r.registry, self.r.repository)
     }
 
+    /// One request, following redirects; `auth` is sent only to the origin of `url`.
     fn raw(
+        &self,
+        m: Method,
+        url: &str,
+        accept: Option<&str>,
+        range: Option<u64>,
+        auth: Option<&str>,
+    ) -> Result<Response<Body>> {
+        let mut target = url.to_string();
+        for _ in 0..=redirect::MAX_REDIRECTS {
+            let auth_here = auth.filter(|_| redirect::same_origin(url, &target));
+            let resp = self.send(m, &target, accept, range, auth_here)?;
+            if !redirect::is_redirect(resp.status().as_u16()) {
+                return Ok(resp);
+            }
+            let Some(location) = resp.headers().get("location").and_then(|v| v.to_str().ok())
+            else {
+                return Ok(resp);
+            };
+            let next = redirect::resolve(&target, location)?;
+            common::cli::debug(format!(
+                "redirect {} -> {next}{}",
+                target,
+                if auth.is_some() && !redirect::same_origin(url, &next) {
+                    " (without credentials)"
+                } else {
+                    ""
+                }
+            ));
+            target = next;
+        }
+        bail!(
+            "request to {url} failed: more than {} redirects",
+            redirect::MAX_REDIRECTS
+        )
+    }
+
+    fn send(
         &self,
         m: Method,
         url: &str,
@@ -280,7 +323,7 @@ impl Registry {
         if let Some(s) = c.params.get("service") {
             url.push_str(&format!("&service={}", urlencode(s)));
         }
-        let basic = self.creds.as_ref().map(Creds::basic_header);
+        let basic = self.creds_for_realm(realm);
         let resp = self.raw(Method::Get, &url, None, None, basic.as_deref())?;
         let st = resp.status().as_u16();
         if st == 401 || st == 403 {
@@ -307,6 +350,21 @@ impl Registry {
             .filter(|t| !t.is_empty())
             .context("token service sent no token")?;
         Ok(format!("Bearer {tok}"))
+    }
+
+    /// The Basic credentials for token service `realm`, if they may go there (see
+    /// [`redirect::realm_may_get_credentials`]); withheld ones are a WARNING, and the token is
+    /// then asked for anonymously.
+    fn creds_for_realm(&self, realm: &str) -> Option<String> {
+        let creds = self.creds.as_ref()?;
+        if redirect::realm_may_get_credentials(realm, &self.base, self.plain_http) {
+            return Some(creds.basic_header());
+        }
+        common::cli::warn(format!(
+            "not sending the credentials for {} to the token service {realm} over plain HTTP (only the registry's own host gets them unencrypted, with --no-https): asking for an anonymous token",
+            self.r.registry
+        ));
+        None
     }
 
     /// Turn an unexpected status into an error that names the cause.
