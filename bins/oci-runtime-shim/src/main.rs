@@ -3,6 +3,7 @@
 
 mod args;
 mod cleanup;
+mod launcher;
 mod ops;
 mod proxy;
 mod signals;

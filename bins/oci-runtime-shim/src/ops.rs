@@ -319,7 +319,10 @@ fn run(
     remove_bundle: bool,
 ) -> Result<i32> {
     let bundle = check_bundle(bundle)?;
-    let outcome = run_in(g, &bundle, pid_file, id);
+    let id = id.unwrap_or_else(|| format!("sioci-{}", common::fsutil::unique_suffix()));
+    common::statedir::check_container_id(&id)?;
+    let watchdog = tie_to_launcher(g, &bundle, &id, remove_bundle)?;
+    let outcome = run_in(g, &bundle, pid_file, Some(id));
     if remove_bundle {
         // Whatever the outcome: the bundle was made for this run only. A failure here must not
         // hide the container's exit status; the front removes what is left from outside.
@@ -331,7 +334,34 @@ fn run(
             ));
         }
     }
+    watchdog.finish();
     outcome
+}
+
+/// The container must not outlive its launcher: see launcher.rs. The watchdog undoes what this
+/// run made (container, state directory, and the bundle with `--remove-bundle`) if the shim is
+/// killed.
+fn tie_to_launcher(
+    g: &Global,
+    bundle: &Path,
+    id: &str,
+    remove_bundle: bool,
+) -> Result<crate::launcher::Watchdog> {
+    crate::launcher::die_with_parent()?;
+    let ctx = context(g, None)?;
+    crate::launcher::Watchdog::start(|| {
+        ctx.force_delete(id);
+        if let Ok(Some(sd)) = StateDir::open(&ctx.root, id) {
+            let _ = sd.remove();
+        }
+        if remove_bundle && let Err(e) = crate::cleanup::remove_bundle(bundle) {
+            common::cli::warn(format!(
+                "cannot remove bundle {}: {}",
+                bundle.display(),
+                common::cli::format_chain(&e)
+            ));
+        }
+    })
 }
 
 fn run_in(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: Option<String>) -> Result<i32> {
@@ -359,6 +389,7 @@ fn run_in(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: Option<Strin
         os(&id),
     ]);
     cmd.current_dir(bundle);
+    crate::launcher::kill_with_shim(&mut cmd);
     let outcome = proxy::run_with_proxy(&mut cmd)?;
     if outcome.killed {
         // The runtime died before it could remove its state: do it for it.

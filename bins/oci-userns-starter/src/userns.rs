@@ -8,13 +8,15 @@
 //! process reaps it. The main process then *is* the process that goes on to exec PROG, so no
 //! parent stays behind.
 //!
-//! Supplementary groups: like SingularityCE (`NoSetgroups`), the starter never calls setgroups.
-//! With newgidmap, `/proc/PID/setgroups` stays `allow` (the runtime may set the container's
-//! additional gids in the inner namespace) and the host's supplementary groups stay attached,
-//! shown as `nobody` (65534). Dropping them would let a user escape group-based *deny*
-//! permissions, which is exactly why the kernel restricts setgroups in user namespaces. In the
-//! single-ID fallback the kernel requires `setgroups=deny` before an unprivileged gid_map write,
-//! so the groups stay attached there too and the runtime cannot set additional gids.
+//! Supplementary groups: the starter itself never calls setgroups, and with newgidmap
+//! `/proc/PID/setgroups` stays `allow`. The runtime (crun and runc alike) then sets the container
+//! process's supplementary groups to the spec's `additionalGids`, which oci-mkspec leaves empty:
+//! the host's supplementary groups are **dropped** in the container, as in SingularityCE without
+//! `--no-setgroups`. A file whose group permission denies one of the user's groups (mode 0604,
+//! say) is then readable in the container through its "others" bits: group-based *deny*
+//! permissions do not hold there. In the single-ID fallback the kernel requires
+//! `setgroups=deny` before an unprivileged gid_map write, so there the host's groups stay
+//! attached (shown as `nobody`, 65534) and the runtime cannot change them.
 
 use anyhow::{Context, Result, bail};
 use common::subid::{IdMapEntry, OuterPlan};

@@ -1,0 +1,150 @@
+//! A foreground container lives no longer than its launcher (`run`).
+//!
+//! * The shim asks for SIGKILL when its parent (the front, or whoever typed the chain) dies
+//!   (`PR_SET_PDEATHSIG`), and gives the runtime process the same rule towards the shim, so a
+//!   `kill -9` anywhere up the chain takes the runtime down at once.
+//! * Neither a SIGKILLed shim nor a SIGKILLed runtime can clean up, so before the runtime starts
+//!   the shim forks a watchdog: a copy of itself, in the same namespaces, that ignores every
+//!   signal and sleeps on a pipe whose only writer is the shim. A normal end writes one byte and
+//!   the watchdog exits; end of file means the shim died, and the watchdog kills and deletes the
+//!   container through the runtime, removes the state directory and the bundle, and exits.
+//!
+//! The watchdog is a fork without exec (no new program is loaded): about 0.1 ms per run.
+
+use anyhow::{Context, Result, bail};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Die with SIGKILL when the parent process dies; fail when it is already gone.
+pub fn die_with_parent() -> Result<()> {
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .context("cannot ask for the parent-death signal")?;
+    // The parent may have died before the request: then we were re-parented already.
+    if nix::unistd::getppid() != parent || parent.as_raw() == 1 {
+        bail!("the process that started oci-runtime-shim run is gone");
+    }
+    Ok(())
+}
+
+/// Make `cmd`'s process die with SIGKILL when the shim dies.
+///
+/// The signal follows the *thread* that forked the child: the shim spawns the runtime from its
+/// only thread, which lives until the shim exits.
+pub fn kill_with_shim(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The parent's end of a watchdog: [`Watchdog::finish`] on a normal end.
+pub struct Watchdog {
+    tell: Option<OwnedFd>,
+}
+
+impl Watchdog {
+    /// Fork the watchdog; `cleanup` runs in it if the shim dies before [`Watchdog::finish`].
+    ///
+    /// Must be called while the shim is single-threaded (it forks without exec).
+    pub fn start(cleanup: impl FnOnce()) -> Result<Watchdog> {
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .context("cannot create the watchdog pipe")?;
+        // SAFETY: the shim is single-threaded here, so the child may run ordinary code.
+        match unsafe { nix::unistd::fork() }.context("cannot fork the watchdog")? {
+            nix::unistd::ForkResult::Parent { .. } => {
+                drop(rd);
+                Ok(Watchdog { tell: Some(wr) })
+            }
+            nix::unistd::ForkResult::Child => {
+                drop(wr);
+                ignore_everything();
+                if shim_died(&rd) {
+                    cleanup();
+                }
+                // SAFETY: ends the watchdog without running the shim's exit handlers twice.
+                unsafe { libc::_exit(0) }
+            }
+        }
+    }
+
+    /// The run ended normally: let the watchdog go.
+    pub fn finish(mut self) {
+        if let Some(fd) = self.tell.take() {
+            let _ = nix::unistd::write(&fd, b"x");
+        }
+    }
+}
+
+/// Block every signal (a Ctrl-C or a batch system's TERM is for the container, which the shim
+/// proxies; the watchdog must outlive them to clean up) and detach from the terminal's input.
+fn ignore_everything() {
+    // SAFETY: plain signal-mask and descriptor calls on our own process.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::close(null);
+        }
+    }
+}
+
+/// Wait for the shim's word: true when the pipe ended without it.
+fn shim_died(rd: &OwnedFd) -> bool {
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: reading one byte into a stack buffer from a descriptor we own.
+        let n = unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return n != 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watchdog cleans up exactly when its shim dies without finishing.
+    #[test]
+    fn the_watchdog_acts_only_when_the_shim_dies() {
+        let d = tempfile::tempdir().unwrap();
+        for finish in [true, false] {
+            let marker = d.path().join(format!("cleaned-{finish}"));
+            // A stand-in shim: a child process that starts a watchdog, then finishes or dies.
+            // SAFETY: the test child only forks again and exits.
+            match unsafe { nix::unistd::fork() }.unwrap() {
+                nix::unistd::ForkResult::Child => {
+                    let m = marker.clone();
+                    let w = Watchdog::start(move || {
+                        let _ = std::fs::write(&m, "x");
+                    });
+                    if finish && let Ok(w) = w {
+                        w.finish();
+                    }
+                    // SAFETY: leave the forked test process at once.
+                    unsafe { libc::_exit(0) }
+                }
+                nix::unistd::ForkResult::Parent { child } => {
+                    nix::sys::wait::waitpid(child, None).unwrap();
+                }
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !marker.exists() && std::time::Instant::now() < deadline && !finish {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert_eq!(marker.exists(), !finish, "finish={finish}");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! A foreground container dies with its launcher: `kill -9` of the front or of
+//! oci-runtime-shim, at a random moment of the container's life, leaves nothing of the container
+//! behind within 5 s (no process, no runtime state, no bundle, no mount).
+//!
+//! `SIOCI_SEED=N` replays the random delays (the seed is printed).
+
+#[path = "runtime_support.rs"]
+mod support;
+
+use e2e::*;
+use std::time::{Duration, Instant};
+
+/// A small deterministic generator for the kill delays.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// Start the front in the background as the context's user, wait until the container process
+/// runs, wait `delay_ms`, then SIGKILL the front or its child, the shim.
+const SCRIPT: &str = r#"
+front=$1 image=$2 tag=$3 who=$4 delay=$5
+"$front" exec "$image" sh -c "sleep 600; : $tag" </dev/null >/dev/null 2>&1 &
+f=$!
+i=0
+until pgrep -f -- "$tag" >/dev/null; do
+    i=$((i + 1)); [ $i -lt 600 ] || { echo "container never started" >&2; exit 3; }
+    sleep 0.05
+done
+sleep "$delay"
+if [ "$who" = shim ]; then
+    s=$(pgrep -P "$f" -f oci-runtime-shim) || { echo "no shim below the front $f" >&2; exit 4; }
+    kill -KILL $s
+else
+    kill -KILL "$f"
+fi
+wait "$f" 2>/dev/null
+exit 0
+"#;
+
+/// What is still there of this context's containers: processes, bundles, state.
+fn remains(ctx: &Ctx, tag: &str) -> Vec<String> {
+    let mut v = support::processes_mentioning(tag);
+    v.extend(support::processes_mentioning(
+        &ctx.tmpdir().display().to_string(),
+    ));
+    let state_root = ctx.state_root();
+    for e in std::fs::read_dir(ctx.tmpdir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.path() != state_root {
+            v.push(format!("in TMPDIR: {}", e.path().display()));
+        }
+    }
+    for e in std::fs::read_dir(state_root.join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let link = std::fs::read_link(e.path().join("bundle")).unwrap_or_default();
+        if link.starts_with(ctx.tmpdir()) {
+            v.push(format!("state: {}", e.path().display()));
+        }
+    }
+    v
+}
+
+#[test]
+fn sigkill_of_the_front_or_the_shim_takes_the_container_down() {
+    let seed = std::env::var("SIOCI_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("launcher_death: SIOCI_SEED={seed}");
+    let mut rng = Rng(seed);
+    let front = prefix().join("bin/singularity-oci").display().to_string();
+    for ctx in matrix() {
+        for (trial, who) in ["front", "shim", "front", "shim"].iter().enumerate() {
+            let tag = format!("sioci-death-{}-{trial}", std::process::id());
+            let delay = format!("0.{:03}", rng.next(800));
+            ctx.cmd("sh")
+                .args(&[
+                    "-c",
+                    SCRIPT,
+                    "sh",
+                    &front,
+                    &oci_ref("busybox"),
+                    &tag,
+                    who,
+                    &delay,
+                ])
+                .timeout(Duration::from_secs(60))
+                .run()
+                .assert_success();
+            let killed = Instant::now();
+            let mut left = remains(&ctx, &tag);
+            while !left.is_empty() && killed.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(50));
+                left = remains(&ctx, &tag);
+            }
+            assert!(
+                left.is_empty(),
+                "[{}] kill -9 of the {who} after {delay} s: still there after 5 s:\n  {}",
+                ctx.name,
+                left.join("\n  ")
+            );
+            eprintln!(
+                "[{}] kill -9 of the {who} after {delay} s: clean after {:?}",
+                ctx.name,
+                killed.elapsed()
+            );
+            ctx.assert_no_leftovers();
+        }
+    }
+}
