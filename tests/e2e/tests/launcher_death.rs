@@ -4,22 +4,13 @@
 //!
 //! `SIOCI_SEED=N` replays the random delays (the seed is printed).
 
+#[path = "reliability_support.rs"]
+mod reliability;
 #[path = "runtime_support.rs"]
 mod support;
 
 use e2e::*;
 use std::time::{Duration, Instant};
-
-/// A small deterministic generator for the kill delays.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
 
 /// Start the front in the background as the context's user, wait until the container process
 /// runs, wait `delay_ms`, then SIGKILL the front or its child, the shim.
@@ -74,23 +65,12 @@ fn remains(ctx: &Ctx, tag: &str) -> Vec<String> {
 
 #[test]
 fn sigkill_of_the_front_or_the_shim_takes_the_container_down() {
-    let seed = std::env::var("SIOCI_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("launcher_death: SIOCI_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = reliability::Rng::from_env("launcher_death");
     let front = prefix().join("bin/singularity-oci").display().to_string();
     for ctx in matrix() {
         for (trial, who) in ["front", "shim", "front", "shim"].iter().enumerate() {
             let tag = format!("sioci-death-{}-{trial}", std::process::id());
-            let delay = format!("0.{:03}", rng.next(800));
+            let delay = format!("0.{:03}", rng.range(0, 800));
             ctx.cmd("sh")
                 .args(&[
                     "-c",

@@ -51,6 +51,18 @@ fn fresh_cache(ctx: &Ctx, name: &str) -> PathBuf {
     p
 }
 
+/// The front with `args`, on a fresh cache `name` (a cold pull), as the context's user.
+fn front_cold(ctx: &Ctx, name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let cache = fresh_cache(ctx, name);
+    let mut cmd = ctx
+        .front_cmd(args)
+        .env("SINGULARITY_CACHEDIR", cache.display().to_string());
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    cmd.run()
+}
+
 fn assert_no_secret(ctx: &Ctx, what: &str, text: &str) {
     let basic = {
         use std::io::Write;
@@ -111,13 +123,15 @@ fn the_registry_password_is_never_visible_to_another_user() {
         std::thread::sleep(Duration::from_millis(300));
 
         // 1. The password in the environment (SingularityCE's variables), with --debug.
-        let cache = fresh_cache(&ctx, "cache-env");
-        let out = ctx
-            .front_cmd(&["--debug", "exec", "--cert-dir", &ca, &image, "echo", "ok"])
-            .env("SINGULARITY_CACHEDIR", cache.display().to_string())
-            .env("SINGULARITY_DOCKER_USERNAME", USER)
-            .env("SINGULARITY_DOCKER_PASSWORD", PASSWORD)
-            .run();
+        let out = front_cold(
+            &ctx,
+            "cache-env",
+            &["--debug", "exec", "--cert-dir", &ca, &image, "echo", "ok"],
+            &[
+                ("SINGULARITY_DOCKER_USERNAME", USER),
+                ("SINGULARITY_DOCKER_PASSWORD", PASSWORD),
+            ],
+        );
         out.assert_success().assert_stdout_eq("ok\n");
         assert!(
             out.stderr.contains("DEBUG: "),
@@ -128,49 +142,40 @@ fn the_registry_password_is_never_visible_to_another_user() {
 
         // 2. --creds on the front's command line, with --debug: oci-fetch gets it in its
         //    environment, never on its command line.
-        let cache = fresh_cache(&ctx, "cache-creds");
-        let out = ctx
-            .front_cmd(&[
-                "--debug",
-                "exec",
-                "--creds",
-                &creds,
-                "--cert-dir",
-                &ca,
-                &image,
-                "echo",
-                "ok",
-            ])
-            .env("SINGULARITY_CACHEDIR", cache.display().to_string())
-            .run();
+        let exec_args = [
+            "--debug",
+            "exec",
+            "--creds",
+            &creds,
+            "--cert-dir",
+            &ca,
+            &image,
+            "echo",
+            "ok",
+        ];
+        let out = front_cold(&ctx, "cache-creds", &exec_args, &[]);
         out.assert_success().assert_stdout_eq("ok\n");
         assert_no_secret(&ctx, "--debug output", &out.stderr);
 
         // 3. pull and inspect route --creds the same way.
-        let cache = fresh_cache(&ctx, "cache-pull");
-        let out = ctx
-            .front_cmd(&[
-                "--debug",
-                "pull",
-                "--creds",
-                &creds,
-                "--cert-dir",
-                &ca,
-                &image,
-            ])
-            .env("SINGULARITY_CACHEDIR", cache.display().to_string())
-            .run();
+        let pull_args = [
+            "--debug",
+            "pull",
+            "--creds",
+            &creds,
+            "--cert-dir",
+            &ca,
+            &image,
+        ];
+        let out = front_cold(&ctx, "cache-pull", &pull_args, &[]);
         out.assert_success();
         assert_no_secret(
             &ctx,
             "pull output",
             &format!("{}{}", out.stdout, out.stderr),
         );
-        let cache = fresh_cache(&ctx, "cache-inspect");
-        let out = ctx
-            .front_cmd(&["inspect", "--creds", &creds, "--cert-dir", &ca, &image])
-            .env("SINGULARITY_CACHEDIR", cache.display().to_string())
-            .run();
+        let inspect_args = ["inspect", "--creds", &creds, "--cert-dir", &ca, &image];
+        let out = front_cold(&ctx, "cache-inspect", &inspect_args, &[]);
         out.assert_success();
         assert_no_secret(
             &ctx,
