@@ -322,7 +322,7 @@ fn run(
     let id = id.unwrap_or_else(|| format!("sioci-{}", common::fsutil::unique_suffix()));
     common::statedir::check_container_id(&id)?;
     let watchdog = tie_to_launcher(g, &bundle, &id, remove_bundle)?;
-    let outcome = run_in(g, &bundle, pid_file, Some(id));
+    let outcome = run_in(g, &bundle, pid_file, id, (&watchdog, remove_bundle));
     if remove_bundle {
         // Whatever the outcome: the bundle was made for this run only. A failure here must not
         // hide the container's exit status; the front removes what is left from outside.
@@ -364,14 +364,51 @@ fn tie_to_launcher(
     })
 }
 
-fn run_in(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: Option<String>) -> Result<i32> {
-    let id = id.unwrap_or_else(|| format!("sioci-{}", common::fsutil::unique_suffix()));
-    common::statedir::check_container_id(&id)?;
+/// Remove what earlier runs left when their shim and watchdog were both killed: the container
+/// (through the runtime that made it), its bundle when that run owned it, its state.
+fn sweep_orphans(ctx: &Ctx) {
+    for o in crate::launcher::orphans(&ctx.root) {
+        let rt = o.runtime.as_deref().map(PathBuf::from);
+        let _ = Command::new(rt.as_deref().unwrap_or(&ctx.rt.path))
+            .args(runtime_argv(
+                &ctx.root,
+                vec![os("delete"), os("--force"), os(&o.id)],
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // A bundle that is gone, or is not a directory any more, is not touched.
+        if let Some(b) = &o.bundle
+            && std::fs::symlink_metadata(b).is_ok_and(|m| m.is_dir())
+            && let Err(e) = crate::cleanup::remove_bundle(b)
+        {
+            common::cli::warn(format!(
+                "cannot remove bundle {} of killed container {}: {}",
+                b.display(),
+                o.id,
+                common::cli::format_chain(&e)
+            ));
+        }
+        common::cli::debug(format!("swept container {} of a killed launcher", o.id));
+        o.forget();
+    }
+}
+
+fn run_in(
+    g: &Global,
+    bundle: &Path,
+    pid_file: Option<PathBuf>,
+    id: String,
+    launcher: (&crate::launcher::Watchdog, bool),
+) -> Result<i32> {
     let ctx = context(g, None)?;
+    sweep_orphans(&ctx);
     prepare_for_new_container(&ctx)?;
     let sd = SdGuard(Some(StateDir::create(&ctx.root, &id)?));
     let dir = sd.0.as_ref().expect("state dir");
     dir.record(bundle, &ctx.rt.path)?;
+    crate::launcher::record(&dir.dir, launcher.0, launcher.1)?;
     let pid_file = match pid_file {
         Some(p) => {
             let p = common::fsutil::absolute(&p)?;

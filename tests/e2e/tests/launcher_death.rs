@@ -13,13 +13,14 @@ use e2e::*;
 use std::time::{Duration, Instant};
 
 /// Start the front in the background as the context's user, wait until the container process
-/// runs, wait `delay_ms`, then SIGKILL the front or its child, the shim.
+/// runs (its command line is exactly the container command: the front's own mentions the tag
+/// too), wait `delay` seconds, then SIGKILL the front or its child, the shim.
 const SCRIPT: &str = r#"
 front=$1 image=$2 tag=$3 who=$4 delay=$5
 "$front" exec "$image" sh -c "sleep 600; : $tag" </dev/null >/dev/null 2>&1 &
 f=$!
 i=0
-until pgrep -f -- "$tag" >/dev/null; do
+until pgrep -f -- "^sh -c sleep 600; : $tag\$" >/dev/null; do
     i=$((i + 1)); [ $i -lt 600 ] || { echo "container never started" >&2; exit 3; }
     sleep 0.05
 done
@@ -30,6 +31,25 @@ if [ "$who" = shim ]; then
 else
     kill -KILL "$f"
 fi
+wait "$f" 2>/dev/null
+exit 0
+"#;
+
+/// Kill everything that could clean up: the shim's watchdog first, then the front (whose death
+/// kills the shim, and the shim's the runtime). The container is left running, orphaned.
+const KILL_ALL: &str = r#"
+front=$1 image=$2 tag=$3
+"$front" exec "$image" sh -c "sleep 600; : $tag" </dev/null >/dev/null 2>&1 &
+f=$!
+i=0
+until pgrep -f -- "^sh -c sleep 600; : $tag\$" >/dev/null; do
+    i=$((i + 1)); [ $i -lt 600 ] || { echo "container never started" >&2; exit 3; }
+    sleep 0.05
+done
+s=$(pgrep -P "$f" -f oci-runtime-shim) || { echo "no shim" >&2; exit 4; }
+w=$(pgrep -P "$s" -f oci-runtime-shim) || { echo "no watchdog below the shim $s" >&2; exit 5; }
+kill -KILL $w
+kill -KILL "$f"
 wait "$f" 2>/dev/null
 exit 0
 "#;
@@ -104,5 +124,41 @@ fn sigkill_of_the_front_or_the_shim_takes_the_container_down() {
             );
             ctx.assert_no_leftovers();
         }
+    }
+}
+
+/// When the watchdog is killed too, the next run of the same user sweeps the container whose
+/// launcher processes are all dead: the container, its state and its bundle go.
+#[test]
+fn the_next_run_sweeps_a_container_whose_launcher_and_watchdog_were_killed() {
+    let front = prefix().join("bin/singularity-oci").display().to_string();
+    for ctx in matrix() {
+        let tag = format!("sioci-orphan-{}", std::process::id());
+        ctx.cmd("sh")
+            .args(&["-c", KILL_ALL, "sh", &front, &oci_ref("busybox"), &tag])
+            .timeout(Duration::from_secs(60))
+            .run()
+            .assert_success();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !remains(&ctx, &tag).is_empty(),
+            "[{}] nothing was left to sweep: the test proves nothing",
+            ctx.name
+        );
+        ctx.front(&["exec", &oci_ref("busybox"), "true"])
+            .assert_success();
+        let swept = Instant::now();
+        let mut left = remains(&ctx, &tag);
+        while !left.is_empty() && swept.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+            left = remains(&ctx, &tag);
+        }
+        assert!(
+            left.is_empty(),
+            "[{}] the next run did not sweep:\n  {}",
+            ctx.name,
+            left.join("\n  ")
+        );
+        ctx.assert_no_leftovers();
     }
 }
