@@ -127,35 +127,34 @@ fn root_in_a_subuid_namespace_keeps_owners_as_mapped() {
     let t = scratch("subuid");
     let rec = image(t.path(), &layers());
     let cache = user_cache(t.path(), UNPRIV_SUB);
-    let (start, _) = subuid_range(UNPRIV_SUB);
+    // The ranges scripts/setup gave the user, as this machine has them.
+    let (ustart, ucount) = subid_range("/etc/subuid", UNPRIV_SUB);
+    let (gstart, gcount) = subid_range("/etc/subgid", UNPRIV_SUB);
     let o = run(
         &As::UserUserns(
             UNPRIV_SUB,
-            "--map-users=100000,1,65536 --map-groups=100000,1,65536",
+            format!("--map-users={ustart},1,{ucount} --map-groups={gstart},1,{gcount}"),
         ),
         &cache,
         &["--input", rec.to_str().unwrap()],
-    );
-    assert_eq!(
-        start, 100000,
-        "the test maps sioci-tester's range 100000:65536"
     );
     let r = ok_record(&o);
     assert_eq!(r["ownership"], "keep");
     let ours = snapshot(&rootfs_of(&r));
     let me = uid_of(UNPRIV_SUB);
-    let host = |id: u32| if id == 0 { me } else { start + id - 1 };
+    let host_uid = |id: u32| if id == 0 { me } else { ustart + id - 1 };
+    let host_gid = |id: u32| if id == 0 { me } else { gstart + id - 1 };
     assert_eq!(
         (ours["/home/u/secret"].uid, ours["/home/u/secret"].gid),
-        (host(1000), host(1000))
+        (host_uid(1000), host_gid(1000))
     );
     assert_eq!(
         (ours["/etc/shadow"].uid, ours["/etc/shadow"].gid),
-        (me, host(42))
+        (me, host_gid(42))
     );
     assert_eq!(
         (ours["/fifo"].uid, ours["/link"].uid),
-        (host(7), host(1000))
+        (host_uid(7), host_uid(1000))
     );
     assert_eq!(ours["/"].uid, me);
     assert_eq!(ours["/usr-suid"].mode, 0o4755);
@@ -176,7 +175,7 @@ fn root_in_a_single_id_namespace_flattens() {
     let rec = image(t.path(), &layers());
     let cache = user_cache(t.path(), UNPRIV_NOSUB);
     let r = ok_record(&run(
-        &As::UserUserns(UNPRIV_NOSUB, ""),
+        &As::UserUserns(UNPRIV_NOSUB, String::new()),
         &cache,
         &["--input", rec.to_str().unwrap()],
     ));
@@ -207,12 +206,13 @@ fn keep_is_refused_where_it_cannot_work() {
     assert_fatal(&o, "--ownership keep needs root");
 }
 
-fn subuid_range(user: &str) -> (u32, u32) {
-    let s = std::fs::read_to_string("/etc/subuid").unwrap();
+/// `START, COUNT` of `user`'s line in a subordinate-ID file.
+fn subid_range(file: &str, user: &str) -> (u32, u32) {
+    let s = std::fs::read_to_string(file).unwrap();
     s.lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            (f[0] == user).then(|| (f[1].parse().unwrap(), f[2].parse().unwrap()))
+            (f.len() == 3 && f[0] == user).then(|| (f[1].parse().unwrap(), f[2].parse().unwrap()))
         })
-        .unwrap_or_else(|| panic!("{user} has no /etc/subuid range (scripts/setup adds it)"))
+        .unwrap_or_else(|| panic!("{user} has no {file} range (scripts/setup adds it)"))
 }

@@ -177,9 +177,9 @@ pub enum As {
     /// `setpriv` to this user (clean groups).
     User(&'static str),
     /// This user, then `unshare --user --map-root-user` plus these extra unshare options
-    /// (for example `--map-users=100000,1,65536 --map-groups=100000,1,65536`): uid 0 in a
-    /// user namespace the way oci-userns-starter makes one.
-    UserUserns(&'static str, &'static str),
+    /// (for example `--map-users=START,1,COUNT --map-groups=START,1,COUNT` with the user's
+    /// subordinate ranges): uid 0 in a user namespace the way oci-userns-starter makes one.
+    UserUserns(&'static str, String),
 }
 
 pub fn uid_of(user: &str) -> u32 {
