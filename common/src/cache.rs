@@ -34,6 +34,13 @@ pub fn default_root() -> Result<PathBuf> {
     Ok(home.join(".singularity").join("cache").join(SUBDIR))
 }
 
+/// `SINGULARITY_DISABLE_CACHE` is set to a true value (`1`, `true`, `yes`, `on`, any case, as
+/// the front reads it): nothing may be read from or written to the cache.
+pub fn disabled_by_env() -> bool {
+    std::env::var("SINGULARITY_DISABLE_CACHE")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+}
+
 impl Cache {
     /// Open (creating if needed) the cache at its default place.
     pub fn open_default() -> Result<Cache> {

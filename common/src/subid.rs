@@ -141,6 +141,16 @@ pub fn outer_plan(name: &str, uid: u32) -> Result<OuterPlan> {
     }
 }
 
+/// [`outer_plan`] for the calling process's real uid, named as the password database names it.
+pub fn outer_plan_for_caller() -> Result<(String, OuterPlan)> {
+    let uid = nix::unistd::getuid().as_raw();
+    let name = crate::identity::host_user(uid)?
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string());
+    let plan = outer_plan(&name, uid)?;
+    Ok((name, plan))
+}
+
 /// The one-line notice printed when the single-ID fallback is used.
 pub fn single_id_notice(name: &str) -> String {
     format!(

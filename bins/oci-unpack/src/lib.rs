@@ -6,3 +6,4 @@ pub mod cache;
 pub mod ownership;
 pub mod stream;
 pub mod unpack;
+pub mod userns;

@@ -6,8 +6,9 @@ use common::cli::Tool;
 use common::digest::Digest;
 use common::record::{ImageRecord, RootfsRecord, SCHEMA_VERSION, print_record, read_record};
 use oci_unpack::cache;
-use oci_unpack::ownership::{self, Ownership};
+use oci_unpack::ownership::{self, Ownership, Place};
 use oci_unpack::unpack::{DEFAULT_MAX_SIZE, TempTree, unpack_into};
+use oci_unpack::userns::{self, Outcome};
 use std::path::{Path, PathBuf};
 
 const TOOL: Tool = Tool {
@@ -52,10 +53,20 @@ fn main() {
             None => DEFAULT_MAX_SIZE,
         };
         let record: ImageRecord = read_record(input.as_deref())?;
-        let ownership = ownership::choose(own.as_deref())?;
         let out = match bundle {
-            Some(b) => unpack_bundle(record, &b, ownership, max_bytes)?,
-            None => unpack_cached(record, ownership, max_bytes)?,
+            Some(b) => unpack_bundle(record, &b, ownership::choose(own.as_deref())?, max_bytes)?,
+            None => {
+                if common::cache::disabled_by_env() {
+                    bail!(
+                        "SINGULARITY_DISABLE_CACHE is set, so the cache is not used: give --bundle DIR"
+                    );
+                }
+                let (ownership, place) = ownership::choose_cached(own.as_deref())?;
+                match unpack_cached(record, ownership, place, max_bytes)? {
+                    Outcome::Built(r) => *r,
+                    Outcome::Failed(code) => return Ok(code),
+                }
+            }
         };
         print_record(&out)?;
         Ok(0)
@@ -83,20 +94,27 @@ fn rootfs_record(
 fn unpack_cached(
     record: ImageRecord,
     ownership: Ownership,
+    place: Place,
     max_bytes: u64,
-) -> Result<RootfsRecord> {
+) -> Result<Outcome> {
     let manifest = Digest::parse(&record.digest).context("bad manifest digest in image record")?;
     let key = cache::key(&manifest, ownership);
-    // Warm path: one stat, no cache set-up, no lock.
+    // Warm path: one stat, no cache set-up, no lock, no namespace.
     let root = common::cache::default_root()?;
     if let Some(p) = cache::lookup(&root, &key) {
-        return Ok(rootfs_record(record, p, true, true, ownership));
+        let rec = rootfs_record(record, p, true, true, ownership);
+        return Ok(Outcome::Built(Box::new(rec)));
+    }
+    if place == Place::SubidUserns {
+        return userns::unpack_cached_in_userns(&record, max_bytes);
     }
     let c = common::cache::Cache::open(&root)?;
     let (path, cached) = cache::get_or_build(&c, &key, |dir| {
         unpack_into(&record, dir, ownership, max_bytes).map(|_| ())
     })?;
-    Ok(rootfs_record(record, path, true, cached, ownership))
+    Ok(Outcome::Built(Box::new(rootfs_record(
+        record, path, true, cached, ownership,
+    ))))
 }
 
 fn unpack_bundle(

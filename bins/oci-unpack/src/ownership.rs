@@ -45,6 +45,34 @@ pub fn choose(opt: Option<&str>) -> Result<Ownership> {
     }
 }
 
+/// Where the chosen ownership is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// In this process.
+    Here,
+    /// In a user namespace with the caller's subordinate IDs mapped (oci-userns-starter): the
+    /// only place an unprivileged caller can keep owners.
+    SubidUserns,
+}
+
+/// [`choose`] for a tree built in the cache: an unprivileged caller with subordinate IDs keeps
+/// owners too, by unpacking as root of the same user namespace the container will run in, so
+/// files land on the host as the caller's subordinate IDs (the cache key says `keep`).
+pub fn choose_cached(opt: Option<&str>) -> Result<(Ownership, Place)> {
+    let wants_keep = matches!(opt.unwrap_or("auto"), "auto" | "keep");
+    if wants_keep && !rustix::process::geteuid().is_root() && caller_has_subids()? {
+        return Ok((Ownership::Keep, Place::SubidUserns));
+    }
+    Ok((choose(opt)?, Place::Here))
+}
+
+/// Whether oci-userns-starter would map the caller's subordinate ranges (it decides the same
+/// way, from the same files and `SINGULARITY_OCI_SINGLE_ID`).
+fn caller_has_subids() -> Result<bool> {
+    let (_, plan) = common::subid::outer_plan_for_caller()?;
+    Ok(matches!(plan, common::subid::OuterPlan::Subids { .. }))
+}
+
 /// `keep` when we are uid 0 and both ID maps cover more than one ID, else `flatten`.
 pub fn detect() -> Ownership {
     if !rustix::process::geteuid().is_root() {

@@ -47,10 +47,8 @@ pub fn enter() -> Result<Entered> {
     }
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    let name = common::identity::host_user(uid)?
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string());
-    match common::subid::outer_plan(&name, uid)? {
+    let (name, plan) = common::subid::outer_plan_for_caller()?;
+    match plan {
         OuterPlan::Single => {
             common::cli::info(common::subid::single_id_notice(&name));
             unshare_user_and_mount()?;
