@@ -23,10 +23,32 @@ pub trait ImageSource: BlobSource {
     /// Resolve the reference to its top document. `store` lets a source answer from the cache.
     fn top(&self, store: &Store) -> Result<Top>;
 
-    /// Read a small blob (child manifest, config) by descriptor, at most `limit` bytes.
+    /// Read a small blob (an image config) by descriptor, at most `limit` bytes.
     fn read_small(&self, desc: &RawDescriptor, limit: u64) -> Result<Vec<u8>> {
         let (r, _) = self.open(desc, 0)?;
         read_limited(r, limit, &format!("blob {}", desc.digest))
+    }
+
+    /// Read a child manifest named by an index entry. Layouts and archives keep manifests with
+    /// the blobs; a registry serves them only from its manifests endpoint.
+    fn read_manifest(&self, desc: &RawDescriptor, limit: u64) -> Result<Vec<u8>> {
+        self.read_small(desc, limit)
+    }
+}
+
+/// What a small document read through [`small_blob`] is: it decides how the source is asked.
+#[derive(Clone, Copy)]
+enum Small {
+    Manifest,
+    Config,
+}
+
+impl Small {
+    fn what(self) -> &'static str {
+        match self {
+            Small::Manifest => "manifest",
+            Small::Config => "config",
+        }
     }
 }
 
@@ -54,8 +76,9 @@ fn small_blob(
     store: &Store,
     desc: &RawDescriptor,
     limit: u64,
-    what: &str,
+    kind: Small,
 ) -> Result<Vec<u8>> {
+    let what = kind.what();
     let d = desc.digest()?;
     if desc.size > limit {
         bail!(
@@ -74,7 +97,11 @@ fn small_blob(
     }
     let mut attempt = 0;
     let bytes = loop {
-        let got = src.read_small(desc, limit).and_then(|b| {
+        let read = match kind {
+            Small::Manifest => src.read_manifest(desc, limit),
+            Small::Config => src.read_small(desc, limit),
+        };
+        let got = read.and_then(|b| {
             if b.len() as u64 == desc.size {
                 return Ok(b);
             }
@@ -149,7 +176,7 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
                     bail!("image indexes nested more than 4 deep");
                 }
                 let pick = media::select_platform(&entries, &opts.want)?.clone();
-                let bytes = small_blob(src, store, &pick, media::MAX_MANIFEST, "manifest")?;
+                let bytes = small_blob(src, store, &pick, media::MAX_MANIFEST, Small::Manifest)?;
                 let (d, mt) = media::parse_doc(&bytes, &pick.media_type, "manifest")?;
                 if pick.platform.is_some() {
                     platform = pick.platform.clone();
@@ -163,7 +190,7 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
         }
     };
     media::check_image_manifest(&config_desc, &layers)?;
-    let config_bytes = small_blob(src, store, &config_desc, media::MAX_CONFIG, "config")?;
+    let config_bytes = small_blob(src, store, &config_desc, media::MAX_CONFIG, Small::Config)?;
     let image_config: serde_json::Value =
         serde_json::from_slice(&config_bytes).context("image config is not valid JSON")?;
     if !image_config.is_object() {

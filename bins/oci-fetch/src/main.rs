@@ -108,9 +108,7 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
         want,
         want_explicit,
         offline: flag(args, "--offline"),
-        disable_cache: flag(args, "--disable-cache")
-            || std::env::var("SINGULARITY_DISABLE_CACHE")
-                .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes")),
+        disable_cache: flag(args, "--disable-cache") || common::cache::disabled_by_env(),
         tmpdir: args.opt_value_from_os_str("--tmpdir", |s| {
             Ok::<_, std::convert::Infallible>(PathBuf::from(s))
         })?,

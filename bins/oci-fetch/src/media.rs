@@ -279,14 +279,38 @@ fn go_arch(a: &str) -> String {
     .to_string()
 }
 
+/// The annotation Docker's buildx puts on the attestation (provenance, SBOM) manifests it lists
+/// in an image index beside the images, with the platform `unknown/unknown`.
+const DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+
+/// Whether an index entry is an attestation manifest rather than an image: never runnable,
+/// whatever platform is asked for.
+pub fn is_attestation(d: &RawDescriptor) -> bool {
+    d.annotation(DOCKER_REFERENCE_TYPE) == Some("attestation-manifest")
+        || d.platform
+            .as_ref()
+            .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
+}
+
+fn platform_name(p: &RawPlatform) -> String {
+    let mut s = format!("{}/{}", p.os, p.architecture);
+    if let Some(v) = &p.variant {
+        s.push('/');
+        s.push_str(v);
+    }
+    s
+}
+
 /// Pick the manifest for `want` from an index. Exact variant matches beat variant-less ones;
-/// attestation entries (`unknown/unknown`) are never chosen.
+/// attestation entries are never chosen.
 pub fn select_platform<'a>(
     manifests: &'a [RawDescriptor],
     want: &Wanted,
 ) -> Result<&'a RawDescriptor> {
-    let candidates: Vec<&RawDescriptor> = manifests
+    let images: Vec<&RawDescriptor> = manifests.iter().filter(|d| !is_attestation(d)).collect();
+    let candidates: Vec<&RawDescriptor> = images
         .iter()
+        .copied()
         .filter(|d| matches!(d.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST | ""))
         .filter(|d| d.platform.as_ref().is_some_and(|p| want.matches(p)))
         .collect();
@@ -296,29 +320,36 @@ pub fn select_platform<'a>(
     if let Some(d) = exact.or(candidates.first()) {
         return Ok(d);
     }
-    // An index of one manifest without platform information (common for single-image layouts).
-    if manifests.len() == 1 && manifests[0].platform.is_none() {
-        return Ok(&manifests[0]);
+    // An index of one entry without platform information (common for single-image layouts,
+    // and for an index that wraps another index).
+    if let [only] = images.as_slice()
+        && only.platform.is_none()
+    {
+        return Ok(only);
     }
-    let mut avail: Vec<String> = manifests
+    let mut avail: Vec<String> = images
         .iter()
         .filter_map(|d| d.platform.as_ref())
-        .filter(|p| p.os != "unknown")
-        .map(|p| {
-            let mut s = format!("{}/{}", p.os, p.architecture);
-            if let Some(v) = &p.variant {
-                s.push('/');
-                s.push_str(v);
-            }
-            s
-        })
+        .map(platform_name)
         .collect();
     avail.dedup();
+    let attestations = manifests.len() - images.len();
+    let others = if attestations > 0 {
+        format!(
+            "; the index also lists {attestations} attestation manifest(s), which are not images"
+        )
+    } else {
+        String::new()
+    };
     if avail.is_empty() {
-        bail!("no manifest for platform {want} in the image index, which names no platforms");
+        bail!(
+            "no manifest for platform {want} in the image index: it names no usable platform ({} entr{} without a platform{others})",
+            images.len(),
+            if images.len() == 1 { "y" } else { "ies" }
+        );
     }
     bail!(
-        "no manifest for platform {want} in the image index; available: {} (choose with --platform)",
+        "no manifest for platform {want} in the image index; available: {} (choose with --platform){others}",
         avail.join(", ")
     )
 }
@@ -390,6 +421,34 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("unknown"), "{e}");
+    }
+
+    #[test]
+    fn attestations_are_never_picked() {
+        let mut m = idx(&[
+            ("unknown", "unknown", None),
+            ("linux", "amd64", None),
+            ("linux", "arm64", Some("v8")),
+        ]);
+        let mut ann = serde_json::Map::new();
+        ann.insert(
+            DOCKER_REFERENCE_TYPE.into(),
+            serde_json::Value::from("attestation-manifest"),
+        );
+        m[0].annotations = Some(ann);
+        let pick =
+            |s: &str| select_platform(&m, &Wanted::parse(s).unwrap()).map(|d| d.digest.clone());
+        assert_eq!(pick("linux/amd64").unwrap(), m[1].digest);
+        let e = pick("unknown/unknown").unwrap_err().to_string();
+        assert!(e.contains("available: linux/amd64, linux/arm64/v8"), "{e}");
+        assert!(e.contains("1 attestation manifest(s)"), "{e}");
+        // An attestation without a platform is not the "only entry" either.
+        m[0].platform = None;
+        let only_attestation = vec![m[0].clone()];
+        let e = select_platform(&only_attestation, &Wanted::parse("linux/amd64").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("names no usable platform"), "{e}");
     }
 
     #[test]

@@ -101,9 +101,7 @@ pub fn parse(s: &str) -> Result<ImageRef> {
         return Ok(ImageRef::Docker(parse_docker(rest)?));
     }
     let Some((transport, rest)) = s.split_once(':') else {
-        bail!(
-            "image reference '{s}' has no transport (use oci:DIR, oci-archive:FILE, docker-archive:FILE or docker://NAME)"
-        );
+        bail!(without_transport(s));
     };
     match transport {
         "oci" | "oci-archive" => {
@@ -156,6 +154,36 @@ pub fn parse(s: &str) -> Result<ImageRef> {
             "unknown transport '{transport}:' in '{s}' (use oci:, oci-archive:, docker-archive: or docker://)"
         ),
     }
+}
+
+/// The references oci-fetch reads, for messages.
+pub const SUPPORTED: &str =
+    "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG] or docker://NAME";
+
+/// What to tell a user whose reference has no transport. Singularity users pass image files
+/// and directories bare, so a path that names one gets a message about what it is.
+pub fn without_transport(s: &str) -> String {
+    let p = Path::new(s);
+    let is_sif = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("sif"));
+    if p.is_dir() {
+        if p.join("oci-layout").is_file() {
+            return format!("'{s}' is an OCI image layout: use oci:{s}");
+        }
+        return format!(
+            "'{s}' is a directory, and sandbox directories are not supported as images; use {SUPPORTED}"
+        );
+    }
+    if is_sif || p.is_file() {
+        let what = match (is_sif, p.exists()) {
+            (true, true) => "is a SIF image",
+            (true, false) => "names a SIF image (no such file)",
+            _ => "is a file",
+        };
+        return format!(
+            "'{s}' {what}, and SIF images are not supported; use {SUPPORTED} (a tar made by docker save is docker-archive:{s}, one of an OCI layout oci-archive:{s})"
+        );
+    }
+    format!("image reference '{s}' has no transport (use {SUPPORTED})")
 }
 
 /// `PATH[:TAG|@DIGEST]` for layouts and OCI archives.
@@ -422,9 +450,31 @@ mod tests {
         assert!(e.contains("unknown transport 'foo:'"), "{e}");
         let e = parse("library://x").unwrap_err().to_string();
         assert!(e.contains("unsupported transport"), "{e}");
-        assert!(parse("just-a-name").is_err());
+        let e = parse("just-a-name").unwrap_err().to_string();
+        assert!(e.contains("has no transport"), "{e}");
         assert!(parse("docker:alpine").is_err());
         assert!(parse("oci:").is_err());
+    }
+
+    #[test]
+    fn bare_files_and_directories_say_what_is_supported() {
+        let d = tempfile::tempdir().unwrap();
+        let sif = d.path().join("img.sif");
+        std::fs::write(&sif, b"SIF_MAGIC").unwrap();
+        let e = parse(sif.to_str().unwrap()).unwrap_err().to_string();
+        assert!(
+            e.contains("is a SIF image, and SIF images are not supported"),
+            "{e}"
+        );
+        assert!(e.contains("docker://NAME"), "{e}");
+        let e = parse(d.path().to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("sandbox directories are not supported"), "{e}");
+        std::fs::write(d.path().join("oci-layout"), b"{}").unwrap();
+        let e = parse(d.path().to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("is an OCI image layout: use oci:"), "{e}");
+        // A missing .sif is still named as one.
+        let e = parse("missing.sif").unwrap_err().to_string();
+        assert!(e.contains("SIF images are not supported"), "{e}");
     }
 
     #[test]

@@ -396,6 +396,21 @@ fn env_dir(name: &str) -> PathBuf {
     p
 }
 
+/// A fresh, empty, world-readable directory `WORKDIR/GROUP/NAME` for a test's own fixtures
+/// (registries, layouts): removed first if an earlier run left it.
+pub fn scratch_dir(group: &str, name: &str) -> PathBuf {
+    let base = workdir().join(group);
+    let p = base.join(name);
+    if p.exists() {
+        std::fs::remove_dir_all(&p).unwrap_or_else(|e| panic!("rm {}: {e}", p.display()));
+    }
+    std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+    for d in [&base, &p] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    p
+}
+
 /// `$SIOCI_PREFIX`: where scripts/install put the binaries.
 pub fn prefix() -> PathBuf {
     static P: OnceLock<PathBuf> = OnceLock::new();

@@ -5,6 +5,9 @@
 //!   htpasswd (bcrypt, apache2-utils) Basic auth for [`USER`]/[`PASSWORD`].
 //! * [`Registry::tls_client_cert`]: HTTPS that requires a client certificate signed by the same
 //!   throw-away CA (`http.tls.clientcas`); `ca_dir()` then also holds `client.cert`/`client.key`.
+//! * [`Registry::tls_self_signed`]: HTTPS with htpasswd auth and a self-signed certificate made
+//!   the way Docker's registry documentation shows (`openssl req -x509 -newkey rsa:4096 ...`,
+//!   which marks it `CA:TRUE`); `ca_dir()` holds that certificate as `domain.crt`.
 //!
 //! Each registry listens on a free loopback port, keeps its storage and log in its own
 //! directory, and is killed by PID when dropped. Images are pushed with `skopeo copy`. The log is
@@ -83,6 +86,14 @@ impl Registry {
         Registry::start(dir, true)
     }
 
+    /// An HTTPS registry with htpasswd auth whose certificate is self-signed, for `san`
+    /// (`IP:127.0.0.1`, `DNS:name`), made as Docker's "Deploy a registry server" page shows.
+    pub fn tls_self_signed(dir: &Path, san: &str) -> Registry {
+        std::fs::create_dir_all(dir).unwrap();
+        make_docker_style_cert(dir, san);
+        Registry::start(dir, true)
+    }
+
     fn start(dir: &Path, tls: bool) -> Registry {
         require_tool("docker-registry");
         require_tool("skopeo");
@@ -104,7 +115,9 @@ impl Registry {
                 dir.join("ca.crt").display()
             ));
         } else if tls {
-            make_tls(dir);
+            if !dir.join("tls.crt").is_file() {
+                make_tls(dir);
+            }
             let htpasswd = dir.join("htpasswd");
             require_tool("htpasswd");
             let out = Command::new("htpasswd")
@@ -245,6 +258,32 @@ impl Drop for Registry {
     }
 }
 
+/// `/etc/containers/certs.d/HOST:PORT/<name of cert>` for one test registry, removed on drop (the
+/// directory name carries the test registry's random port, so nothing else uses it).
+pub struct CertsD(PathBuf);
+
+impl CertsD {
+    pub fn install(addr: &str, cert: &Path) -> CertsD {
+        let d = Path::new("/etc/containers/certs.d").join(addr);
+        std::fs::create_dir_all(&d).unwrap();
+        for p in [d.parent().unwrap(), d.as_path()] {
+            world_readable(p);
+        }
+        let to = d.join(cert.file_name().unwrap());
+        std::fs::copy(cert, &to).unwrap();
+        world_readable(&to);
+        CertsD(d)
+    }
+}
+
+impl Drop for CertsD {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        // Remove certs.d itself only if that leaves nothing else behind.
+        let _ = std::fs::remove_dir(self.0.parent().unwrap());
+    }
+}
+
 /// A client certificate signed by the CA of `make_tls`, as `certs/client.cert` and
 /// `certs/client.key` (containers-certs.d(5) names), and a `ca-only/` copy of the CA.
 fn make_client_cert(dir: &Path) {
@@ -269,6 +308,40 @@ fn make_client_cert(dir: &Path) {
     std::fs::create_dir_all(&only).unwrap();
     std::fs::copy(dir.join("ca.crt"), only.join("ca.crt")).unwrap();
     world_readable(&only.join("ca.crt"));
+}
+
+/// `domain.key` and the self-signed `domain.crt` (`CA:TRUE`, openssl's defaults for `-x509`) for
+/// `san`, used as the registry's `tls.key`/`tls.crt`; `certs/domain.crt` is the copy a client
+/// trusts.
+fn make_docker_style_cert(dir: &Path, san: &str) {
+    require_tool("openssl");
+    let p = |n: &str| dir.join(n).display().to_string();
+    must(
+        Command::new("openssl").args([
+            "req",
+            "-newkey",
+            "rsa:4096",
+            "-nodes",
+            "-sha256",
+            "-keyout",
+            &p("tls.key"),
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sioci self-signed registry",
+            "-addext",
+            &format!("subjectAltName={san}"),
+            "-out",
+            &p("tls.crt"),
+        ]),
+        "openssl self-signed certificate",
+    );
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(dir.join("tls.crt"), certs.join("domain.crt")).unwrap();
+    world_readable(&certs);
+    world_readable(&certs.join("domain.crt"));
 }
 
 /// A throw-away CA and a server certificate for 127.0.0.1 signed by it.

@@ -5,7 +5,7 @@
 //! After every failure the cache is checked: every blob under `layout/blobs/sha256` hashes to its
 //! name, and no temporary file is left (`assert_cache_verified`).
 
-use e2e::registry::{PASSWORD, Registry, USER};
+use e2e::registry::{CertsD, PASSWORD, Registry, USER};
 use e2e::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -775,28 +775,6 @@ fn client_certificate_registry() {
         fetch(&ctx, &c2, &["--cert-dir", &ca_only, &r]).assert_fatal("client certificate");
         fetch(&ctx, &c2, &["--cert-dir", &no_key, &r]).assert_fatal("has no key");
         assert_cache_verified(&c2);
-    }
-}
-
-/// `/etc/containers/certs.d/HOST:PORT/ca.crt` for one test registry, removed on drop (the
-/// directory name carries the test registry's random port, so nothing else uses it).
-struct CertsD(PathBuf);
-
-impl CertsD {
-    fn install(addr: &str, ca: &Path) -> CertsD {
-        let d = Path::new("/etc/containers/certs.d").join(addr);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::copy(ca, d.join("ca.crt")).unwrap();
-        sh(&format!("chmod -R a+rX /etc/containers/certs.d/{addr}"));
-        CertsD(d)
-    }
-}
-
-impl Drop for CertsD {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        // Remove certs.d itself only if that leaves nothing else behind.
-        let _ = std::fs::remove_dir(self.0.parent().unwrap());
     }
 }
 

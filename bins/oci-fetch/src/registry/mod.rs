@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod credhelper;
+pub mod pinned;
 pub mod redirect;
 pub mod tls;
 
@@ -76,13 +77,12 @@ impl Registry {
         // Loading the trust store costs milliseconds; the warm path with --offline or over
         // plain HTTP never needs it.
         let tls = if s.plain_http || s.offline {
-            ureq::tls::TlsConfig::default()
+            tls::Tls::Ureq(ureq::tls::TlsConfig::default())
         } else {
             tls::config(&host, s.cert_dir.as_deref(), s.tls_verify)?
         };
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .tls_config(tls)
             // Redirects are followed in `raw`, which decides where Authorization may go.
             .max_redirects(0)
             .user_agent(concat!("oci-fetch/", env!("CARGO_PKG_VERSION")))
@@ -90,9 +90,8 @@ impl Registry {
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .timeout_per_read(Some(Duration::from_secs(60)))
-            .max_idle_connections_per_host(16)
-            .build()
-            .new_agent();
+            .max_idle_connections_per_host(16);
+        let agent = tls.agent(config);
         let scheme = if s.plain_http { "http" } else { "https" };
         Ok(Registry {
             agent,
@@ -545,6 +544,16 @@ impl BlobSource for Registry {
 }
 
 impl ImageSource for Registry {
+    /// A child manifest of an index, by digest from the manifests endpoint (the blobs endpoint
+    /// does not serve manifests). The caller verifies the digest and the size.
+    fn read_manifest(&self, desc: &RawDescriptor, _limit: u64) -> Result<Vec<u8>> {
+        if self.offline {
+            bail!("manifest {} is not in the cache (--offline)", desc.digest);
+        }
+        let (bytes, _, _) = self.get_manifest(&desc.digest)?;
+        Ok(bytes)
+    }
+
     fn top(&self, store: &Store) -> Result<Top> {
         let from_cache = |d: &Digest, mt: &str| -> Result<Option<Top>> {
             Ok(store.read_small(d, media::MAX_MANIFEST)?.map(|bytes| Top {

@@ -2,7 +2,9 @@
 //! client certificate (`*.cert` with its `*.key`) from the same directories.
 
 use anyhow::{Context, Result, bail};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 /// Directories whose `*.crt` files are trusted for `host` (containers-certs.d(5) layout).
@@ -98,13 +100,62 @@ fn read_pem_key(path: &Path) -> Result<PrivateKey<'static>> {
     bail!("{} holds no PEM private key", path.display())
 }
 
-/// TLS configuration for `host`. With no extra CA certificates, the platform verifier (system
-/// store); with some, the system bundle plus them, since rustls takes one root set. A client
-/// certificate is presented whenever one is configured, even without verification.
-pub fn config(host: &str, cert_dir: Option<&Path>, verify: bool) -> Result<TlsConfig> {
-    let builder = TlsConfig::builder().client_cert(client_cert(host, cert_dir)?);
+/// How the registry's TLS connections are made.
+pub enum Tls {
+    /// By ureq: the platform verifier (system store), or no verification.
+    Ureq(TlsConfig),
+    /// Certificates are trusted for this registry: by our connector, which also accepts a
+    /// server certificate that is exactly one of them (see pinned.rs).
+    Pinned(Arc<rustls::ClientConfig>),
+}
+
+impl Tls {
+    /// The agent for `config`, with this TLS.
+    pub fn agent(
+        self,
+        config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
+    ) -> ureq::Agent {
+        use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnector};
+        match self {
+            Tls::Ureq(tls) => config.tls_config(tls).build().new_agent(),
+            Tls::Pinned(c) => ureq::Agent::with_parts(
+                config.build(),
+                ().chain(ConnectProxyConnector::default())
+                    .chain(TcpConnector::default())
+                    .chain(super::pinned::PinnedTls(c)),
+                ureq::unversioned::resolver::DefaultResolver::default(),
+            ),
+        }
+    }
+}
+
+fn der(c: &Certificate<'_>) -> CertificateDer<'static> {
+    CertificateDer::from(c.der().to_vec())
+}
+
+/// A ureq client certificate in rustls' types (the key's DER form tells its kind).
+fn rustls_client_cert(
+    c: &ClientCert,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let key = PrivateKeyDer::try_from(c.private_key().der())
+        .map_err(|e| anyhow::anyhow!("unsupported client key: {e}"))?
+        .clone_key();
+    Ok((c.certs().iter().map(der).collect(), key))
+}
+
+/// TLS for `host`. With no certificates trusted for it, the platform verifier (system store);
+/// with some, the system bundle plus them, and a server certificate that is exactly one of them
+/// is accepted too. A client certificate is presented whenever one is configured, even without
+/// verification.
+pub fn config(host: &str, cert_dir: Option<&Path>, verify: bool) -> Result<Tls> {
+    let client = client_cert(host, cert_dir)?;
     if !verify {
-        return Ok(builder.disable_verification(true).build());
+        return Ok(Tls::Ureq(
+            TlsConfig::builder()
+                .client_cert(client)
+                .disable_verification(true)
+                .build(),
+        ));
     }
     let mut extra = Vec::new();
     for d in cert_dirs(host, cert_dir) {
@@ -119,14 +170,25 @@ pub fn config(host: &str, cert_dir: Option<&Path>, verify: bool) -> Result<TlsCo
         }
     }
     if extra.is_empty() {
-        return Ok(builder.root_certs(RootCerts::PlatformVerifier).build());
+        return Ok(Tls::Ureq(
+            TlsConfig::builder()
+                .client_cert(client)
+                .root_certs(RootCerts::PlatformVerifier)
+                .build(),
+        ));
     }
     let mut all = Vec::new();
     if let Some(b) = system_bundle() {
         read_pem_certs(&b, &mut all)?;
     }
-    all.extend(extra);
-    Ok(builder.root_certs(RootCerts::new_with_certs(&all)).build())
+    all.extend(extra.iter().cloned());
+    let roots: Vec<CertificateDer<'static>> = all.iter().map(der).collect();
+    let client = client.as_ref().map(rustls_client_cert).transpose()?;
+    Ok(Tls::Pinned(super::pinned::client_config(
+        &roots,
+        extra.iter().map(der).collect(),
+        client,
+    )?))
 }
 
 #[cfg(test)]
