@@ -114,3 +114,78 @@ fn conmon_inherits_no_descriptor_of_its_caller() {
         conmon_support::delete_clean(&ctx, &id, &b, &sd);
     }
 }
+
+/// A file that denies one of the caller's supplementary groups (`root:G`, mode 0604): the
+/// runtime drops the groups by default (as SingularityCE's does), so "others" applies in the
+/// container, as the starter's and oci-mkspec's man pages say; `--no-setgroups` keeps them with
+/// crun (its annotation), so the denial holds, and is refused with runc (which calls setgroups
+/// in the container's user namespace whatever we do). The extra group is the attacker's primary
+/// group, given to the test user for these commands only (`setpriv --groups`).
+#[test]
+fn no_setgroups_keeps_permissions_that_deny_a_group() {
+    for ctx in matrix_with(&[Profile::User]) {
+        let group = ctx.attacker().gid();
+        let denied = ctx.dir().join("group-denied");
+        std::fs::write(&denied, "readable through others\n").unwrap();
+        chown(&denied, Some(0), Some(group)).unwrap();
+        std::fs::set_permissions(&denied, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let path = denied.display().to_string();
+        let dir = ctx.dir().display().to_string();
+        let with_group = |args: &[&str]| -> std::process::Output {
+            std::process::Command::new("setpriv")
+                .arg(format!("--reuid={}", ctx.uid()))
+                .arg(format!("--regid={}", ctx.gid()))
+                .arg(format!("--groups={},{group}", ctx.gid()))
+                .arg("--")
+                .args(args)
+                .env_clear()
+                .envs(ctx.base_env())
+                .current_dir(ctx.dir())
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        };
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let front = ctx.bin("singularity-oci");
+        let image = oci_ref("busybox");
+        // On the host the group's denial holds.
+        assert!(!with_group(&["cat", &path]).status.success());
+        let dropped = with_group(&[&front, "exec", "-B", &dir, &image, "cat", &path]);
+        assert_eq!(
+            text(&dropped.stdout),
+            "readable through others\n",
+            "[{}] without --no-setgroups the groups are dropped (documented): {}",
+            ctx.name,
+            text(&dropped.stderr)
+        );
+        let kept = with_group(&[
+            &front,
+            "exec",
+            "--no-setgroups",
+            "-B",
+            &dir,
+            &image,
+            "cat",
+            &path,
+        ]);
+        match ctx.rt {
+            Rt::Crun => assert!(
+                kept.status.code() == Some(1) && text(&kept.stderr).contains("Permission denied"),
+                "[{}] --no-setgroups must keep the denying group: {:?} {} {}",
+                ctx.name,
+                kept.status,
+                text(&kept.stdout),
+                text(&kept.stderr)
+            ),
+            Rt::Runc => assert!(
+                kept.status.code() == Some(255)
+                    && text(&kept.stderr).contains("does not support --no-setgroups"),
+                "[{}] runc cannot keep the groups: {:?} {}",
+                ctx.name,
+                kept.status,
+                text(&kept.stderr)
+            ),
+        }
+        ctx.assert_no_leftovers();
+    }
+}
