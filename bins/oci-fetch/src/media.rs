@@ -342,10 +342,15 @@ pub fn select_platform<'a>(
         String::new()
     };
     if avail.is_empty() {
+        let has = match (images.len(), attestations) {
+            (0, n) => format!("only {n} attestation manifest(s), which are not images"),
+            (n, 0) => format!("{n} entries without a platform"),
+            (n, a) => format!(
+                "{n} entries without a platform and {a} attestation manifest(s), which are not images"
+            ),
+        };
         bail!(
-            "no manifest for platform {want} in the image index: it names no usable platform ({} entr{} without a platform{others})",
-            images.len(),
-            if images.len() == 1 { "y" } else { "ies" }
+            "no manifest for platform {want} in the image index: it names no usable platform (it has {has})"
         );
     }
     bail!(
@@ -448,7 +453,10 @@ mod tests {
         let e = select_platform(&only_attestation, &Wanted::parse("linux/amd64").unwrap())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("names no usable platform"), "{e}");
+        assert!(
+            e.contains("names no usable platform (it has only 1 attestation manifest(s)"),
+            "{e}"
+        );
     }
 
     #[test]

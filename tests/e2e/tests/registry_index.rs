@@ -325,7 +325,7 @@ fn registry_indexes_pick_the_platform_from_the_manifests_endpoint() {
         out.assert_fatal(&format!("available: windows/{host}"));
         out.assert_fatal("attestation");
         fetch_fresh(&ctx, &[&reg.docker_ref("idx/attonly:v1")])
-            .assert_fatal("names no usable platform");
+            .assert_fatal("names no usable platform (it has only 1 attestation manifest(s)");
     }
 }
 
