@@ -20,28 +20,51 @@ pub enum Outcome {
     Failed(i32),
 }
 
-/// The starter beside this executable (the stages are installed together).
-fn starter() -> Result<PathBuf> {
+/// The directory of the stages: `SINGULARITY_OCI_LIBEXEC` when it holds the starter (the
+/// front's override, which also lets a test wrap the stages), else this executable's own
+/// directory (the stages are installed together).
+fn stages_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("SINGULARITY_OCI_LIBEXEC").filter(|d| !d.is_empty()) {
+        let d = PathBuf::from(d);
+        if d.join(STARTER).is_file() {
+            return Ok(d);
+        }
+    }
     let me = std::env::current_exe().context("cannot find this executable's path")?;
-    let p = me
+    Ok(me
         .parent()
         .context("this executable has no directory")?
-        .join("oci-userns-starter");
-    if !p.is_file() {
+        .to_path_buf())
+}
+
+const STARTER: &str = "oci-userns-starter";
+
+/// The starter, and the oci-unpack to run under it (the one in the same directory, else this
+/// executable).
+fn programs() -> Result<(PathBuf, PathBuf)> {
+    let dir = stages_dir()?;
+    let starter = dir.join(STARTER);
+    if !starter.is_file() {
         bail!(
             "{} is missing: it is needed to keep image owners with subordinate IDs (install the stages together, or pass --ownership flatten)",
-            p.display()
+            starter.display()
         );
     }
-    Ok(p)
+    let unpack = dir.join("oci-unpack");
+    let unpack = if unpack.is_file() {
+        unpack
+    } else {
+        std::env::current_exe().context("cannot find this executable's path")?
+    };
+    Ok((starter, unpack))
 }
 
 /// Unpack `record` into the cache as root of a user namespace with the caller's subordinate IDs.
 pub fn unpack_cached_in_userns(record: &ImageRecord, max_bytes: u64) -> Result<Outcome> {
-    let me = std::env::current_exe().context("cannot find this executable's path")?;
-    let mut child = Command::new(starter()?)
+    let (starter, unpack) = programs()?;
+    let mut child = Command::new(starter)
         .arg("--")
-        .arg(&me)
+        .arg(unpack)
         .args(["--ownership", "keep", "--max-size", &max_bytes.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -129,8 +129,18 @@ fn traced_stages(ctx: &Ctx) -> (PathBuf, PathBuf) {
         }
         let dst = lx.join(&name);
         if name == "oci-fetch" || name == "oci-unpack" {
+            // oci-unpack renames its tree in its main thread, and must not trace its children:
+            // for a user with subordinate IDs it starts oci-userns-starter, whose setuid map
+            // helpers lose their privilege when traced; the oci-unpack that then builds the
+            // tree inside the namespace is this wrapper again (found through
+            // SINGULARITY_OCI_LIBEXEC), traced on its own.
+            let follow = if name == "oci-fetch" {
+                "-ff --seccomp-bpf"
+            } else {
+                ""
+            };
             let script = format!(
-                "#!/bin/sh\nexec strace -ff -qq --seccomp-bpf -e trace=rename,renameat,renameat2 -o '{}/{name}.'$$ '{}' \"$@\"\n",
+                "#!/bin/sh\nexec strace {follow} -qq -e trace=rename,renameat,renameat2 -o '{}/{name}.'$$ '{}' \"$@\"\n",
                 trace.display(),
                 e.path().display()
             );
