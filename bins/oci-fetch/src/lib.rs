@@ -3,9 +3,11 @@
 
 pub mod archive;
 pub mod image;
+pub mod inspect;
 pub mod layout;
 pub mod media;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod save;
 pub mod store;

@@ -4,7 +4,9 @@
 use anyhow::{Context, Result, bail};
 use common::cache::Cache;
 use common::cli::Tool;
-use oci_fetch::{archive, image, layout, media, progress, reference, registry, store};
+use oci_fetch::{
+    archive, image, inspect, layout, media, progress, reference, registry, save, store,
+};
 use reference::ImageRef;
 use std::path::PathBuf;
 
@@ -38,6 +40,10 @@ Options:
   --no-https                    talk plain HTTP to the registry
   --docker-host HOST            accepted and ignored (docker-daemon: is not supported)
   --jobs N                      blobs downloaded in parallel (default 3)
+  --save-archive FILE           also write the image to FILE as one OCI archive
+  --force                       let --save-archive replace an existing FILE
+  --inspect-json                print SingularityCE's `inspect --json` document instead of
+                                the record
   -q, --quiet                   no progress bars
   -h, --help                    this text
   --version                     print the version
@@ -59,6 +65,11 @@ pub struct Opts {
     pub no_https: bool,
     pub jobs: usize,
     pub quiet: bool,
+    /// `--save-archive FILE [--force]` (see save.rs).
+    pub save_archive: Option<PathBuf>,
+    pub force: bool,
+    /// `--inspect-json` (see inspect.rs).
+    pub inspect_json: bool,
 }
 
 fn parse_bool(s: &str) -> Result<bool> {
@@ -123,6 +134,11 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
         no_https: flag(args, "--no-https"),
         jobs,
         quiet: flag(args, "--quiet") | flag(args, "-q"),
+        save_archive: args.opt_value_from_os_str("--save-archive", |s| {
+            Ok::<_, std::convert::Infallible>(PathBuf::from(s))
+        })?,
+        force: flag(args, "--force"),
+        inspect_json: flag(args, "--inspect-json"),
     })
 }
 
@@ -199,6 +215,12 @@ fn run(reference: &str, opts: &Opts) -> Result<()> {
                 f
             }
         };
+        if let Some(out) = &opts.save_archive {
+            save::write_oci_archive(&fetched.record, out, opts.force)?;
+        }
+        if opts.inspect_json {
+            return inspect::print(&fetched.record);
+        }
         common::record::print_record(&fetched.record)
     })();
     if result.is_err()
