@@ -53,6 +53,9 @@ pub struct MountInputs<'a> {
     /// Root asked for a user namespace (`--userns`).
     pub userns: bool,
     pub no_compat: bool,
+    /// `--contain`: with `--no-compat`, the host's /tmp, /var/tmp and working directory are not
+    /// shared (the compat default shares none of them anyway).
+    pub contain: bool,
     pub allow_setuid: bool,
     pub keep_privs: bool,
     pub cgroup_v2: bool,
@@ -256,7 +259,7 @@ pub fn build(i: &MountInputs, warn: &mut dyn FnMut(String)) -> Result<Vec<Value>
             if dest == "/var/tmp" && i.var_tmp_is_tmp {
                 continue; // the image's /var/tmp is /tmp: one mount serves both (4.0.1)
             }
-            if i.no_compat {
+            if i.no_compat && !i.contain {
                 let mut opts = o(&["rbind", "nodev"]);
                 i.nosuid(&mut opts);
                 v.push(m(dest, "bind", dest, opts));
@@ -342,7 +345,7 @@ pub fn build(i: &MountInputs, warn: &mut dyn FnMut(String)) -> Result<Vec<Value>
         v.push(m(&b.destination, "bind", &b.source, i.user_bind_options(b)));
     }
     // 12. host cwd, --no-compat only.
-    if i.no_compat && !i.no_mount("cwd") && i.host_cwd != "/" {
+    if i.no_compat && !i.contain && !i.no_mount("cwd") && i.host_cwd != "/" {
         let taken = v.iter().any(|x| x["destination"] == i.host_cwd);
         if !taken {
             let mut opts = o(&["rbind", "nodev"]);

@@ -48,6 +48,8 @@ pub struct Options {
     pub env: Vec<String>,
     pub env_files: Vec<String>,
     pub cleanenv: bool,
+    /// `--contain` (also set by `--containall`): share no host directories by default.
+    pub contain: bool,
     pub cwd: Option<String>,
     pub hostname: Option<String>,
     pub dns: Option<String>,
@@ -295,6 +297,15 @@ pub fn parse(args: Arguments, env: EnvLookup) -> Result<(Options, Vec<String>)> 
     o.env = p.raw_values("--env", None)?;
     o.env_files = split_commas(&p.values("--env-file", None, &["ENV_FILE"], false)?);
     o.cleanenv = p.flag("--cleanenv", Some("-e"), &["CLEANENV"])?;
+    // SingularityCE's OCI launcher rejects these two. Workflow managers (cwltool) always send
+    // --contain, and their meaning fits an OCI container: the compat default already shares
+    // no host /tmp, home or working directory; with --no-compat, --contain keeps them out.
+    // --containall is --contain plus --cleanenv (its --pid and --ipc are the default here).
+    o.contain = p.flag("--contain", Some("-c"), &["CONTAIN"])?;
+    if p.flag("--containall", Some("-C"), &["CONTAINALL"])? {
+        o.contain = true;
+        o.cleanenv = true;
+    }
     let pwd = p.value("--pwd", None, &[])?;
     let cwd = p.value("--cwd", None, &[])?;
     o.cwd = cwd.or(pwd).or_else(|| {
@@ -394,8 +405,6 @@ pub fn parse(args: Arguments, env: EnvLookup) -> Result<(Options, Vec<String>)> 
         ("--nvccli", None, &["NVCCLI"], "NvCCLI"),
         ("--boot", None, &["BOOT"], "Boot"),
         ("--no-init", None, &["NOSHIMINIT"], "NoInit"),
-        ("--contain", Some("-c"), &["CONTAIN"], "Contain"),
-        ("--containall", Some("-C"), &["CONTAINALL"], "ContainAll"),
         ("--passphrase", None, &[], "KeyInfo"),
         ("--sif-fuse", None, &["SIF_FUSE"], "SIFFUSE"),
         ("--writable", Some("-w"), &["WRITABLE"], "Writable"),
@@ -496,27 +505,13 @@ mod tests {
     #[test]
     fn unsupported_are_gathered_in_order() {
         let o = parse_with(
-            &[
-                "--fusemount",
-                "x",
-                "--boot",
-                "--contain",
-                "--net",
-                "--network",
-                "bridge",
-            ],
+            &["--fusemount", "x", "--boot", "--net", "--network", "bridge"],
             &[("SINGULARITY_SHELL", "/bin/zsh")],
         )
         .unwrap();
         assert_eq!(
             o.unsupported,
-            vec![
-                "FuseMount",
-                "ShellPath",
-                "Boot",
-                "Contain",
-                "Network (except none)"
-            ]
+            vec!["FuseMount", "ShellPath", "Boot", "Network (except none)"]
         );
     }
 
@@ -524,6 +519,16 @@ mod tests {
     fn network_none_is_fine() {
         let o = parse_with(&["--net", "--network", "none"], &[]).unwrap();
         assert!(o.unsupported.is_empty() && o.net);
+    }
+
+    #[test]
+    fn contain_and_containall_are_accepted() {
+        let o = parse_with(&["--contain"], &[]).unwrap();
+        assert!(o.contain && !o.cleanenv && o.unsupported.is_empty());
+        let o = parse_with(&["-C"], &[]).unwrap();
+        assert!(o.contain && o.cleanenv && o.unsupported.is_empty());
+        let o = parse_with(&[], &[("SINGULARITY_CONTAIN", "true")]).unwrap();
+        assert!(o.contain);
     }
 
     #[test]

@@ -207,10 +207,10 @@ pub fn build(i: &Inputs) -> Result<Built> {
             bail!("cannot stat home source {src}: {e}");
         }
     }
-    // --no-compat binds the host home instead of a tmpfs.
+    // --no-compat binds the host home instead of a tmpfs (not with --contain).
     let source = match &home.source {
         Some(s) => Some(absolute(s, &h.cwd)),
-        None if o.no_compat => Some(h.home.clone()),
+        None if o.no_compat && !o.contain => Some(h.home.clone()),
         None => None,
     };
     let home = mounts::HomePlan { source, ..home };
@@ -219,7 +219,8 @@ pub fn build(i: &Inputs) -> Result<Built> {
     let args = process::args(i.action, o.app.as_deref(), i.image, i.command, &mut warn)?;
     let cwd = process::cwd(
         o.cwd.as_deref(),
-        o.no_compat,
+        // Under --contain the host's working directory is not in the container.
+        o.no_compat && !o.contain,
         &h.cwd,
         &i.image.working_dir,
         &home.dest,
@@ -351,6 +352,7 @@ pub fn build(i: &Inputs) -> Result<Built> {
             net: o.net,
             userns: o.userns,
             no_compat: o.no_compat,
+            contain: o.contain,
             allow_setuid: o.allow_setuid,
             keep_privs: o.keep_privs,
             cgroup_v2: h.cgroup_v2,
