@@ -187,9 +187,12 @@ pub fn fatal(msg: impl Display) -> ! {
     std::process::exit(EXIT_FATAL)
 }
 
-/// Print a `WARNING:` line on stderr.
+/// Print a `WARNING:` line on stderr unless `SINGULARITY_SILENT` is set (the front's
+/// `--silent`: errors only, as SingularityCE's).
 pub fn warn(msg: impl Display) {
-    eprintln!("WARNING: {}: {}", program(), one_line(&msg.to_string()));
+    if std::env::var_os("SINGULARITY_SILENT").is_none() {
+        eprintln!("WARNING: {}: {}", program(), one_line(&msg.to_string()));
+    }
 }
 
 /// Print an `INFO:` line on stderr unless `SINGULARITY_QUIET` is set.
