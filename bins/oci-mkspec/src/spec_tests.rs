@@ -364,7 +364,7 @@ fn image_user_without_subids_runs_as_the_caller() {
 #[test]
 fn unsupported_options_are_one_error() {
     let e = build_with(
-        &["--boot", "--contain", "--fusemount", "x", "--", "true"],
+        &["--boot", "--no-init", "--fusemount", "x", "--", "true"],
         &host(0, None),
         &image(),
         Some(PASSWD),
@@ -373,7 +373,7 @@ fn unsupported_options_are_one_error() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "while configuring container: not supported by OCI launcher: FuseMount,Boot,Contain"
+        "while configuring container: not supported by OCI launcher: FuseMount,Boot,NoInit"
     );
 }
 
@@ -631,4 +631,57 @@ fn reverse_map_when_uid_beyond_the_range() {
     )
     .unwrap_err();
     assert!(e.to_string().starts_with("gid range size (10)"), "{e}");
+}
+
+#[test]
+fn contain_keeps_host_directories_out_of_no_compat() {
+    let mounts_of = |args: &[&str]| {
+        let b = build_with(
+            args,
+            &host(1000, Some((65536, 65536))),
+            &image(),
+            Some(PASSWD),
+            None,
+        )
+        .unwrap();
+        let mounts: Vec<(String, String)> = b.config["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["destination"].as_str().unwrap().to_string(),
+                    m["type"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (
+            mounts,
+            b.config["process"]["cwd"].as_str().unwrap().to_string(),
+        )
+    };
+    let (shared, _) = mounts_of(&["--no-compat", "--", "true"]);
+    assert!(
+        shared.contains(&("/tmp".into(), "bind".into())),
+        "{shared:?}"
+    );
+    assert!(
+        shared.contains(&("/home/alice".into(), "bind".into())),
+        "{shared:?}"
+    );
+    let (contained, cwd) = mounts_of(&["--no-compat", "--contain", "--", "true"]);
+    assert!(
+        contained.contains(&("/tmp".into(), "tmpfs".into())),
+        "{contained:?}"
+    );
+    assert!(
+        contained.contains(&("/home/alice".into(), "tmpfs".into())),
+        "{contained:?}"
+    );
+    assert_eq!(cwd, "/home/alice");
+    // The compat default is unchanged by --contain.
+    assert_eq!(
+        mounts_of(&["--", "true"]),
+        mounts_of(&["--contain", "--", "true"])
+    );
 }

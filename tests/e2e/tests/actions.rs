@@ -215,8 +215,8 @@ fn oci_network_none_and_bridge() {
 #[test]
 fn oci_unsupported_options_one_error() {
     for ctx in matrix_with(&THREE) {
-        exec(&ctx, &["--boot", "--contain", "--security", "x"], &["true"])
-            .assert_fatal("not supported by OCI launcher: SecurityOpts,Boot,Contain");
+        exec(&ctx, &["--boot", "--no-init", "--security", "x"], &["true"])
+            .assert_fatal("not supported by OCI launcher: SecurityOpts,Boot,NoInit");
         ctx.assert_no_leftovers();
     }
 }

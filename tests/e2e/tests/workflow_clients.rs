@@ -155,8 +155,8 @@ fn snakemake_runs_a_rule_in_a_pulled_registry_image() {
         );
         ctx.write_file("wf/input.txt", "from the host\n");
         ctx.cmd(format!("{}/snakemake", clients_bin()))
-            .args(&["--sdm", "apptainer", "--cores", "1", "--directory"])
-            .arg(wf.to_str().unwrap())
+            .args(&["--sdm", "apptainer", "--cores", "1"])
+            .cwd(&wf)
             .env("PATH", client_path(&ctx))
             .env("SINGULARITY_NOHTTPS", "1")
             .timeout(CLIENT_TIMEOUT)
@@ -296,7 +296,9 @@ fn pull_build_inspect_and_global_options_as_singularity() {
         let reg = registry_with_busybox(&ctx);
         let link = singularity_link();
         let url = reg.docker_ref("wf/busybox:1");
-        let nohttps = |c: e2e::Cmd<'_>| c.env("SINGULARITY_NOHTTPS", "true");
+        fn nohttps(c: e2e::Cmd<'_>) -> e2e::Cmd<'_> {
+            c.env("SINGULARITY_NOHTTPS", "true")
+        }
         nohttps(ctx.cmd(&link).args(&["pull", "--name", "a.simg", &url]))
             .run()
             .assert_code(0);
