@@ -42,3 +42,41 @@ impl Drop for PyServer {
         let _ = self.child.wait();
     }
 }
+
+/// An HTTP CONNECT proxy in a few lines of standard-library Python on 127.0.0.1: it tunnels to
+/// the target and appends `METHOD TARGET` of each request to the log file named by its first
+/// argument (anything but CONNECT gets 405).
+pub const CONNECT_PROXY: &str = r#"
+import socket, sys, threading
+log = sys.argv[1]
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d: break
+            b.sendall(d)
+    except OSError: pass
+    finally:
+        for s in (a, b):
+            try: s.shutdown(socket.SHUT_RDWR)
+            except OSError: pass
+def handle(c):
+    f = c.makefile("rb")
+    line = f.readline().decode()
+    while f.readline() not in (b"\r\n", b"\n", b""): pass
+    method, target = line.split()[:2]
+    with open(log, "a") as l: l.write(method + " " + target + "\n")
+    if method != "CONNECT":
+        c.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n"); c.close(); return
+    host, port = target.rsplit(":", 1)
+    u = socket.create_connection((host, int(port)))
+    c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    threading.Thread(target=pipe, args=(u, c), daemon=True).start()
+    pipe(c, u)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(64)
+print("PORT %d" % s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+"#;

@@ -73,3 +73,36 @@ fn docker_style_self_signed_certificate_is_trusted_exactly() {
         fetch(&ctx, &[&r]).assert_code(0);
     }
 }
+
+/// The same certificate through an HTTP CONNECT proxy (`HTTPS_PROXY`): the TLS handshake made for
+/// trusted certificates runs inside the tunnel.
+#[test]
+fn self_signed_registry_through_a_connect_proxy() {
+    let dir = scratch("proxy");
+    let reg = Registry::tls_self_signed(&dir.join("reg"), "IP:127.0.0.1");
+    reg.push(&oci_ref("busybox"), "sioci/busybox:v1", false);
+    let log = dir.join("proxy.log");
+    let proxy = e2e::pyserver::PyServer::start(e2e::pyserver::CONNECT_PROXY, &[&log]);
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+    let r = reg.docker_ref("sioci/busybox:v1");
+    let cert_dir = reg.ca_dir().display().to_string();
+    for profile in [Profile::Root, Profile::User] {
+        let ctx = Ctx::new(profile, Rt::Crun, &current_test_name());
+        let _ = std::fs::remove_file(&log);
+        let cache = ctx.mkdir("cache-proxy");
+        ctx.cmd(ctx.bin("oci-fetch"))
+            .env("SINGULARITY_CACHEDIR", cache.display().to_string())
+            .env("SINGULARITY_DOCKER_USERNAME", USER)
+            .env("SINGULARITY_DOCKER_PASSWORD", PASSWORD)
+            .env("HTTPS_PROXY", &proxy_url)
+            .args(&["-q", "--cert-dir", &cert_dir, &r])
+            .timeout(Duration::from_secs(120))
+            .run()
+            .assert_code(0);
+        let tunnels = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            tunnels.contains(&format!("CONNECT {}", reg.addr)),
+            "no tunnel to the registry through the proxy: {tunnels:?}"
+        );
+    }
+}
