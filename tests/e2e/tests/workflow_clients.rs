@@ -280,11 +280,14 @@ fn nextflow_command_line_runs_with_an_empty_environment() {
         assert_eq!(lines[3], work.to_str().unwrap(), "{out}");
         assert_eq!(lines[4], work.to_str().unwrap(), "{out}");
         // With HOME unset, the cache is in the home directory of the password database.
-        assert!(
-            ctx.home()
-                .join(".singularity/cache/oci-launcher/layout")
-                .is_dir()
-        );
+        let cache_root = ctx.home().join(".singularity/cache/oci-launcher");
+        assert!(cache_root.join("layout").is_dir());
+        ctx.cmd("bash")
+            .args(&["-c", "env - PATH=\"$PATH\" singularity cache list"])
+            .env_remove("SINGULARITY_CACHEDIR")
+            .run()
+            .assert_code(0)
+            .assert_stdout_contains(&format!("cache: {}", cache_root.display()));
         ctx.assert_no_leftovers();
     }
 }
