@@ -26,13 +26,22 @@ use std::process::Command;
 /// The file in a container's state directory naming its launcher processes.
 const RECORD: &str = "launcher";
 
+/// The front exports its pid here for the chain it starts (the starter execs the shim in the
+/// same process, so the shim's parent is the front).
+pub const ENV_LAUNCHER_PID: &str = "_SINGULARITY_OCI_LAUNCHER_PID";
+
 /// Die with SIGKILL when the parent process dies; fail when it is already gone.
 pub fn die_with_parent() -> Result<()> {
     let parent = nix::unistd::getppid();
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .context("cannot ask for the parent-death signal")?;
-    // The parent may have died before the request: then we were re-parented already.
-    if nix::unistd::getppid() != parent || parent.as_raw() == 1 {
+    // The parent may have died before the request: then we were re-parented already, to PID 1
+    // or to a subreaper, which only the launcher's own pid tells apart.
+    let launcher = std::env::var(ENV_LAUNCHER_PID)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
+    let now = nix::unistd::getppid();
+    if now != parent || now.as_raw() == 1 || launcher.is_some_and(|l| l != now.as_raw()) {
         bail!("the process that started oci-runtime-shim run is gone");
     }
     Ok(())

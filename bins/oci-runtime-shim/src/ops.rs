@@ -321,7 +321,16 @@ fn run(
     let bundle = check_bundle(bundle)?;
     let id = id.unwrap_or_else(|| format!("sioci-{}", common::fsutil::unique_suffix()));
     common::statedir::check_container_id(&id)?;
-    let watchdog = tie_to_launcher(g, &bundle, &id, remove_bundle)?;
+    let watchdog = match tie_to_launcher(g, &bundle, &id, remove_bundle) {
+        Ok(w) => w,
+        Err(e) => {
+            // Nobody else will remove a throwaway bundle whose launcher is gone.
+            if remove_bundle {
+                let _ = crate::cleanup::remove_bundle(&bundle);
+            }
+            return Err(e);
+        }
+    };
     let outcome = run_in(g, &bundle, pid_file, id, (&watchdog, remove_bundle));
     if remove_bundle {
         // Whatever the outcome: the bundle was made for this run only. A failure here must not

@@ -10,6 +10,7 @@ mod reliability;
 mod support;
 
 use e2e::*;
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 /// Start the front in the background as the context's user, wait until the container process
@@ -54,13 +55,14 @@ wait "$f" 2>/dev/null
 exit 0
 "#;
 
-/// What is still there of this context's containers: processes, bundles, state.
-fn remains(ctx: &Ctx, tag: &str) -> Vec<String> {
+/// What is still there of this context's containers: processes, bundles, state (under
+/// `state_root`).
+fn remains(ctx: &Ctx, tag: &str, state_root: &std::path::Path) -> Vec<String> {
     let mut v = support::processes_mentioning(tag);
     v.extend(support::processes_mentioning(
         &ctx.tmpdir().display().to_string(),
     ));
-    let state_root = ctx.state_root();
+    let state_root = state_root.to_path_buf();
     for e in std::fs::read_dir(ctx.tmpdir())
         .into_iter()
         .flatten()
@@ -106,10 +108,10 @@ fn sigkill_of_the_front_or_the_shim_takes_the_container_down() {
                 .run()
                 .assert_success();
             let killed = Instant::now();
-            let mut left = remains(&ctx, &tag);
+            let mut left = remains(&ctx, &tag, &ctx.state_root());
             while !left.is_empty() && killed.elapsed() < Duration::from_secs(5) {
                 std::thread::sleep(Duration::from_millis(50));
-                left = remains(&ctx, &tag);
+                left = remains(&ctx, &tag, &ctx.state_root());
             }
             assert!(
                 left.is_empty(),
@@ -134,24 +136,32 @@ fn the_next_run_sweeps_a_container_whose_launcher_and_watchdog_were_killed() {
     let front = prefix().join("bin/singularity-oci").display().to_string();
     for ctx in matrix() {
         let tag = format!("sioci-orphan-{}", std::process::id());
+        // A state root of this test alone: root's shared one is swept by every other root run
+        // on the host, which would leave this test nothing to prove.
+        let root = ctx.mkdir("state");
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let root_s = root.display().to_string();
         ctx.cmd("sh")
             .args(&["-c", KILL_ALL, "sh", &front, &oci_ref("busybox"), &tag])
+            .env("SINGULARITY_OCI_STATE_ROOT", &root_s)
             .timeout(Duration::from_secs(60))
             .run()
             .assert_success();
         std::thread::sleep(Duration::from_millis(300));
         assert!(
-            !remains(&ctx, &tag).is_empty(),
+            !remains(&ctx, &tag, &root).is_empty(),
             "[{}] nothing was left to sweep: the test proves nothing",
             ctx.name
         );
-        ctx.front(&["exec", &oci_ref("busybox"), "true"])
+        ctx.front_cmd(&["exec", &oci_ref("busybox"), "true"])
+            .env("SINGULARITY_OCI_STATE_ROOT", &root_s)
+            .run()
             .assert_success();
         let swept = Instant::now();
-        let mut left = remains(&ctx, &tag);
+        let mut left = remains(&ctx, &tag, &root);
         while !left.is_empty() && swept.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(50));
-            left = remains(&ctx, &tag);
+            left = remains(&ctx, &tag, &root);
         }
         assert!(
             left.is_empty(),
@@ -159,6 +169,50 @@ fn the_next_run_sweeps_a_container_whose_launcher_and_watchdog_were_killed() {
             ctx.name,
             left.join("\n  ")
         );
+        ctx.assert_no_leftovers();
+    }
+}
+
+/// A shim whose launcher died before the shim could ask to die with it (re-parented, maybe to a
+/// subreaper) refuses to start the container: the front names itself in
+/// `_SINGULARITY_OCI_LAUNCHER_PID`, and a parent that is not that process means it is gone.
+#[test]
+fn a_shim_whose_launcher_is_already_gone_starts_nothing() {
+    for ctx in matrix() {
+        let b = support::bundle(&ctx, "b", &[], &["true"]);
+        let out = ctx
+            .cmd(ctx.bin("oci-userns-starter"))
+            .args(&[
+                "--overlay",
+                b.to_str().unwrap(),
+                "--",
+                &ctx.bin("oci-runtime-shim"),
+                "run",
+                "--remove-bundle",
+                "--bundle",
+                b.to_str().unwrap(),
+            ])
+            .env("_SINGULARITY_OCI_LAUNCHER_PID", "1")
+            .run();
+        out.assert_fatal("is gone");
+        assert!(!b.exists(), "[{}] the throwaway bundle was left", ctx.name);
+        let b = support::bundle(&ctx, "b", &[], &["true"]);
+        // The same chain typed by hand (no launcher named) runs.
+        let by_hand = ctx
+            .cmd(ctx.bin("oci-userns-starter"))
+            .args(&[
+                "--overlay",
+                b.to_str().unwrap(),
+                "--",
+                &ctx.bin("oci-runtime-shim"),
+                "run",
+                "--remove-bundle",
+                "--bundle",
+                b.to_str().unwrap(),
+            ])
+            .run();
+        by_hand.assert_success();
+        assert!(!b.exists(), "[{}] --remove-bundle", ctx.name);
         ctx.assert_no_leftovers();
     }
 }
