@@ -179,40 +179,31 @@ fn the_next_run_sweeps_a_container_whose_launcher_and_watchdog_were_killed() {
 #[test]
 fn a_shim_whose_launcher_is_already_gone_starts_nothing() {
     for ctx in matrix() {
-        let b = support::bundle(&ctx, "b", &[], &["true"]);
-        let out = ctx
-            .cmd(ctx.bin("oci-userns-starter"))
-            .args(&[
+        // The chain the front runs, with a throwaway bundle, and the launcher it names (if any).
+        let run = |launcher: Option<&str>| {
+            let b = support::bundle(&ctx, "b", &[], &["true"]);
+            let bs = b.display().to_string();
+            let shim = ctx.bin("oci-runtime-shim");
+            let mut cmd = ctx.cmd(ctx.bin("oci-userns-starter")).args(&[
                 "--overlay",
-                b.to_str().unwrap(),
+                &bs,
                 "--",
-                &ctx.bin("oci-runtime-shim"),
+                &shim,
                 "run",
                 "--remove-bundle",
                 "--bundle",
-                b.to_str().unwrap(),
-            ])
-            .env("_SINGULARITY_OCI_LAUNCHER_PID", "1")
-            .run();
-        out.assert_fatal("is gone");
-        assert!(!b.exists(), "[{}] the throwaway bundle was left", ctx.name);
-        let b = support::bundle(&ctx, "b", &[], &["true"]);
+                &bs,
+            ]);
+            if let Some(l) = launcher {
+                cmd = cmd.env("_SINGULARITY_OCI_LAUNCHER_PID", l);
+            }
+            let out = cmd.run();
+            assert!(!b.exists(), "[{}] the throwaway bundle was left", ctx.name);
+            out
+        };
+        run(Some("1")).assert_fatal("is gone");
         // The same chain typed by hand (no launcher named) runs.
-        let by_hand = ctx
-            .cmd(ctx.bin("oci-userns-starter"))
-            .args(&[
-                "--overlay",
-                b.to_str().unwrap(),
-                "--",
-                &ctx.bin("oci-runtime-shim"),
-                "run",
-                "--remove-bundle",
-                "--bundle",
-                b.to_str().unwrap(),
-            ])
-            .run();
-        by_hand.assert_success();
-        assert!(!b.exists(), "[{}] --remove-bundle", ctx.name);
+        run(None).assert_success();
         ctx.assert_no_leftovers();
     }
 }
