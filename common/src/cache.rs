@@ -13,7 +13,8 @@
 //! once complete and verified, so a reader never sees a half-written entry.
 
 use crate::digest::Digest;
-use crate::fsutil::{LockFile, private_dir};
+use crate::fsutil::LockFile;
+use crate::trusted;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -47,24 +48,16 @@ impl Cache {
         Cache::open(&default_root()?)
     }
 
-    /// Open (creating if needed) a cache rooted at `root`. All directories are 0700.
+    /// Open (creating if needed) a cache rooted at `root`. All directories are created 0700.
+    /// The root, every directory above it and every directory of the layout is reached without
+    /// following a symlink and must belong to the caller or root and be writable by nobody else
+    /// ([`crate::trusted`]): a cache someone else could write is refused, nothing is written.
     pub fn open(root: &Path) -> Result<Cache> {
         let root = crate::fsutil::absolute(root)?;
-        for sub in [
-            "",
-            "layout",
-            "layout/blobs",
-            "layout/blobs/sha256",
-            "refs",
-            "rootfs",
-            "tmp",
-            "locks",
-        ] {
-            let d = root.join(sub);
-            if !d.is_dir() {
-                private_dir(&d)
-                    .with_context(|| format!("cannot set up cache {}", root.display()))?;
-            }
+        let untrusted = || format!("cannot use the cache {}", root.display());
+        let top = trusted::create_dir_all(&root, 0o700).with_context(untrusted)?;
+        for sub in ["layout/blobs/sha256", "refs", "rootfs", "tmp", "locks"] {
+            top.subdir(sub, Some(0o700)).with_context(untrusted)?;
         }
         let tmp = root.join("tmp");
         // Debris of writers killed mid-write: all their temporaries live in tmp/.
@@ -128,6 +121,21 @@ impl Cache {
     }
 }
 
+/// The directory `rel` below the cache at `root` when it exists and the whole way to it is
+/// trusted (the check of [`Cache::open`]), without creating anything: the warm path's lookup.
+/// `Ok(None)` when it is missing; an error when something on the way is not trustworthy.
+pub fn lookup_dir(root: &Path, rel: &str) -> Result<Option<PathBuf>> {
+    let untrusted = || format!("cannot use the cache {}", root.display());
+    let Some(top) = trusted::open_dir_if_exists(root).with_context(untrusted)? else {
+        return Ok(None);
+    };
+    match top.subdir(rel, None) {
+        Ok(d) => Ok(Some(d.path().to_path_buf())),
+        Err(e) if trusted::is_missing(&e) => Ok(None),
+        Err(e) => Err(e.context(untrusted())),
+    }
+}
+
 /// `<layout>/blobs/<alg>/<hex>`.
 pub fn blob_path_in(layout: &Path, d: &Digest) -> PathBuf {
     layout.join("blobs").join(d.algorithm()).join(d.hex())
@@ -147,5 +155,23 @@ mod tests {
         assert!(c.blob_path(&dg).starts_with(c.layout()));
         // idempotent
         Cache::open(c.root()).unwrap();
+    }
+
+    #[test]
+    fn a_cache_others_can_write_is_refused_and_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("c");
+        std::fs::create_dir_all(root.join("rootfs/k/rootfs")).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = format!("{:#}", Cache::open(&root).unwrap_err());
+        assert!(e.contains("writable by group or others"), "{e}");
+        assert!(!root.join("locks").exists());
+        assert!(lookup_dir(&root, "rootfs/k").is_err());
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(lookup_dir(&root, "rootfs/k").unwrap().is_some());
+        assert!(lookup_dir(&root, "rootfs/missing").unwrap().is_none());
+        std::os::unix::fs::symlink("/", root.join("rootfs/evil")).unwrap();
+        assert!(lookup_dir(&root, "rootfs/evil").is_err());
     }
 }

@@ -3,38 +3,24 @@
 use anyhow::{Context, Result, bail};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Create `dir` (and parents) with mode 0700 if missing. An existing directory is accepted only
-/// if it is a real directory owned by the caller; its mode is tightened to 0700.
+/// Create `dir` (and parents) with mode 0700 if missing. The whole path is reached without
+/// following a symlink and checked by [`crate::trusted`]; the directory itself must belong to
+/// the caller (a directory root made for us would not be ours to write) and be writable by
+/// nobody else.
 pub fn private_dir(dir: &Path) -> Result<()> {
-    match fs::symlink_metadata(dir) {
-        Ok(m) => {
-            if !m.is_dir() {
-                bail!("{} exists and is not a directory", dir.display());
-            }
-            let euid = nix::unistd::geteuid().as_raw();
-            if m.uid() != euid {
-                bail!(
-                    "{} is owned by uid {}, not by the caller (uid {euid})",
-                    dir.display(),
-                    m.uid()
-                );
-            }
-            if m.mode() & 0o077 != 0 {
-                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                    .with_context(|| format!("cannot make {} private", dir.display()))?;
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display())),
-        Err(e) => Err(e).with_context(|| format!("cannot stat {}", dir.display())),
+    let d = crate::trusted::create_dir_all(dir, 0o700)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if d.owner() != me {
+        bail!(
+            "{} is owned by uid {}, not by the caller (uid {me})",
+            dir.display(),
+            d.owner()
+        );
     }
+    Ok(())
 }
 
 /// A unique temporary name beside `target`, in the same directory (so a rename is atomic).
@@ -196,16 +182,33 @@ impl LockFile {
     }
 }
 
+/// Open (creating 0600) a lock file without following a symlink, and refuse one that is not
+/// a regular file of the caller's (or root's): whoever owns a lock file can hold it forever.
 fn open_lock(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY)
         .open(path)
-        .with_context(|| format!("cannot open lock file {}", path.display()))
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    let m = file
+        .metadata()
+        .with_context(|| format!("cannot stat lock file {}", path.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !m.is_file() {
+        bail!("lock file {} is not a regular file", path.display());
+    }
+    if m.uid() != me && m.uid() != 0 {
+        bail!(
+            "lock file {} is owned by uid {}, not by you (uid {me}) or root",
+            path.display(),
+            m.uid()
+        );
+    }
+    Ok(file)
 }
 
 /// Make `p` absolute against the current directory, without resolving symlinks.
@@ -216,6 +219,7 @@ pub fn absolute(p: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
@@ -248,6 +252,17 @@ mod tests {
         let p = d.path().join("a/b");
         private_dir(&p).unwrap();
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o700);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(private_dir(&p).is_err());
+    }
+
+    #[test]
+    fn a_symlinked_lock_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, d.path().join("l")).unwrap();
+        assert!(LockFile::exclusive(&d.path().join("l")).is_err());
+        assert!(!target.exists());
     }
 
     #[test]

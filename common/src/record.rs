@@ -89,6 +89,10 @@ pub struct BundleRecord {
     pub kind: String,
     /// Absolute bundle directory.
     pub bundle: PathBuf,
+    /// `DEV:INO` of the bundle directory when oci-mkspec opened it: a later removal
+    /// (`oci-runtime-shim run --remove-bundle --bundle-inode`) removes only that directory.
+    #[serde(default)]
+    pub bundle_inode: String,
     /// `<bundle>/config.json`.
     pub config: PathBuf,
     /// Read-only tree to mount under `<bundle>/rootfs` with a writable overlay, when the rootfs

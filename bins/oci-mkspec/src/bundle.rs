@@ -6,31 +6,15 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Refuse an existing bundle directory that another user owns or that every user can write.
-/// (Group write is left to the user's umask: sites with shared groups rely on it.)
-fn check_not_shared(dir: &Path, owner: u32, mode: u32, me: u32) -> Result<()> {
-    if owner != me && owner != 0 {
-        bail!(
-            "bundle {} belongs to uid {owner}, not to you: refusing to write a container configuration that another user controls",
-            dir.display()
-        );
-    }
-    if mode & 0o002 != 0 {
-        bail!(
-            "bundle {} is writable by every user (mode {:o}): refusing to write a container configuration there",
-            dir.display(),
-            mode & 0o7777
-        );
-    }
-    Ok(())
-}
-
 /// Everything created in the bundle, removed in reverse order unless `commit` is called.
 pub struct Writer {
     pub dir: PathBuf,
     created: Vec<PathBuf>,
     created_dir: bool,
     committed: bool,
+    /// `(st_dev, st_ino)` of the bundle directory, for the record: whoever removes the bundle
+    /// later removes it only if the directory at its path is still this one.
+    pub dev_ino: (u64, u64),
 }
 
 impl Writer {
@@ -40,30 +24,33 @@ impl Writer {
     /// the bundle can change the container's configuration before it runs, and the front lets
     /// oci-mkspec create its bundles under a random name in a shared temporary directory.
     pub fn open(dir: &Path) -> Result<Writer> {
-        let mut created_dir = false;
-        match fs::symlink_metadata(dir) {
-            Ok(m) if m.is_dir() => {
-                use std::os::unix::fs::MetadataExt;
-                check_not_shared(dir, m.uid(), m.mode(), nix::unistd::geteuid().as_raw())?;
+        let dir = common::fsutil::absolute(dir)?;
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            bail!("{} cannot be a bundle directory", dir.display());
+        };
+        // The parent may be a shared sticky directory such as /tmp; the bundle itself must be
+        // a real directory of the caller's (or root's) that nobody else can write.
+        let parent = common::trusted::open_ancestor(parent)
+            .with_context(|| format!("refusing bundle {}", dir.display()))?;
+        let (d, created_dir) = match parent.create_subdir(name, 0o700) {
+            Ok(Some(d)) => (d, true),
+            Ok(None) => {
+                let d = parent
+                    .open_subdir(name)
+                    .with_context(|| format!("refusing bundle {}", dir.display()))?;
                 if dir.join("config.json").exists() {
                     bail!("{} already holds a config.json", dir.display());
                 }
+                (d, false)
             }
-            Ok(_) => bail!("bundle {} exists and is not a directory", dir.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(dir)
-                    .with_context(|| format!("cannot create bundle directory {}", dir.display()))?;
-                created_dir = true;
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot stat {}", dir.display())),
-        }
+            Err(e) => return Err(e).context("cannot create the bundle directory"),
+        };
         Ok(Writer {
-            dir: dir.to_path_buf(),
+            dir,
             created: Vec::new(),
             created_dir,
             committed: false,
+            dev_ino: d.dev_ino(),
         })
     }
 
@@ -138,16 +125,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bundle_another_user_owns_or_everyone_can_write_is_refused() {
-        let d = Path::new("/tmp/b");
-        assert!(check_not_shared(d, 1000, 0o40700, 1000).is_ok());
-        assert!(check_not_shared(d, 0, 0o40755, 1000).is_ok());
-        assert!(check_not_shared(d, 1000, 0o40775, 1000).is_ok());
-        let e = check_not_shared(d, 1001, 0o40700, 1000).unwrap_err();
-        assert!(e.to_string().contains("belongs to uid 1001"), "{e}");
-        let e = check_not_shared(d, 1000, 0o41777, 1000).unwrap_err();
-        assert!(e.to_string().contains("writable by every user"), "{e}");
-        assert!(check_not_shared(d, 1000, 0o40700, 0).is_err());
+    fn a_bundle_others_can_write_or_a_symlink_is_refused() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let b = d.path().join("b");
+        std::fs::create_dir(&b).unwrap();
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = format!("{:#}", Writer::open(&b).err().unwrap());
+        assert!(e.contains("writable by group or others"), "{e}");
+        std::os::unix::fs::symlink(&b, d.path().join("l")).unwrap();
+        let e = format!("{:#}", Writer::open(&d.path().join("l")).err().unwrap());
+        assert!(e.contains("symbolic link"), "{e}");
+        let w = Writer::open(&d.path().join("new")).unwrap();
+        let m = std::fs::metadata(d.path().join("new")).unwrap();
+        assert_eq!(w.dev_ino, (m.dev(), m.ino()));
     }
 
     #[test]

@@ -183,6 +183,7 @@ fn run(args: cli::Args) -> Result<i32> {
         schema_version: record::SCHEMA_VERSION,
         kind: "bundle".into(),
         bundle: bundle_dir.clone(),
+        bundle_inode: format!("{}:{}", w.dev_ino.0, w.dev_ino.1),
         config,
         rootfs_lower,
         etc_files: etc_paths,

@@ -21,6 +21,13 @@ pub enum Op {
         id: Option<String>,
         /// Remove the bundle when the run has ended (the front's throwaway bundles).
         remove_bundle: bool,
+        /// `DEV:INO` oci-mkspec recorded: remove the bundle only if it is still that directory.
+        bundle_inode: Option<(u64, u64)>,
+    },
+    /// Remove a throwaway bundle whose run never started (the front's failure path).
+    RemoveBundle {
+        bundle: PathBuf,
+        bundle_inode: Option<(u64, u64)>,
     },
     Create {
         bundle: PathBuf,
@@ -57,6 +64,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Run { .. } => "run",
+            Op::RemoveBundle { .. } => "remove-bundle",
             Op::Create { .. } => "create",
             Op::Start(_) => "start",
             Op::State(_) => "state",
@@ -137,7 +145,7 @@ pub fn parse(
         }
     };
     let parsed = match op.as_str() {
-        "run" | "create" => parse_bundle_op(&op, &mut w)?,
+        "run" | "create" | "remove-bundle" => parse_bundle_op(&op, &mut w)?,
         "start" | "state" | "pause" | "resume" => {
             let id = only_id(&op, &mut w)?;
             match op.as_str() {
@@ -219,11 +227,18 @@ fn parse_bundle_op(op: &str, w: &mut Words) -> Result<Op> {
     let mut pid_file = None;
     let mut id = None;
     let mut remove_bundle = false;
+    let mut bundle_inode = None;
+    let removes = op == "run" || op == "remove-bundle";
     while let Some(x) = w.next() {
         match x.as_str() {
             "-b" | "--bundle" => bundle = Some(PathBuf::from(w.value(&x)?)),
-            "--pid-file" => pid_file = Some(PathBuf::from(w.value(&x)?)),
+            "--pid-file" if op != "remove-bundle" => {
+                pid_file = Some(PathBuf::from(w.value(&x)?))
+            }
             "--remove-bundle" if op == "run" => remove_bundle = true,
+            "--bundle-inode" if removes => {
+                bundle_inode = Some(crate::cleanup::parse_dev_ino(&w.value(&x)?)?)
+            }
             o if is_option(o) => bail!("unknown option '{o}' for {op}"),
             _ if id.is_none() => id = Some(x),
             _ => bail!("unexpected argument '{x}' for {op}"),
@@ -236,6 +251,15 @@ fn parse_bundle_op(op: &str, w: &mut Words) -> Result<Op> {
             pid_file,
             id,
             remove_bundle,
+            bundle_inode,
+        }
+    } else if op == "remove-bundle" {
+        if let Some(x) = id {
+            bail!("unexpected argument '{x}' for {op}");
+        }
+        Op::RemoveBundle {
+            bundle,
+            bundle_inode,
         }
     } else {
         Op::Create {
@@ -352,6 +376,7 @@ mod tests {
                 pid_file: None,
                 id: Some("id1".into()),
                 remove_bundle: false,
+                bundle_inode: None,
             }
         );
     }

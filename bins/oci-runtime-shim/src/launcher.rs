@@ -118,15 +118,20 @@ fn start_ticks(pid: i32) -> Option<u64> {
 }
 
 /// Write `STATE_DIR/launcher`: the shim's and the watchdog's pid and start time, and whether the
-/// bundle is this run's to remove.
-pub fn record(state_dir: &Path, watchdog: &Watchdog, remove_bundle: bool) -> Result<()> {
+/// bundle is this run's to remove (and the device and inode it must still have, 0 0 unknown).
+pub fn record(
+    state_dir: &Path,
+    watchdog: &Watchdog,
+    remove_bundle: Option<Option<(u64, u64)>>,
+) -> Result<()> {
     let me = std::process::id() as i32;
+    let (dev, ino) = remove_bundle.flatten().unwrap_or((0, 0));
     let text = format!(
-        "{me} {} {} {} {}\n",
+        "{me} {} {} {} {} {dev} {ino}\n",
         start_ticks(me).unwrap_or(0),
         watchdog.pid,
         start_ticks(watchdog.pid).unwrap_or(0),
-        u8::from(remove_bundle)
+        u8::from(remove_bundle.is_some())
     );
     std::fs::write(state_dir.join(RECORD), text).context("cannot record the launcher")
 }
@@ -136,6 +141,8 @@ pub struct Orphan {
     pub id: String,
     pub runtime: Option<String>,
     pub bundle: Option<std::path::PathBuf>,
+    /// The device and inode the bundle must still have to be removed.
+    pub bundle_inode: Option<(u64, u64)>,
     dir: std::path::PathBuf,
 }
 
@@ -174,7 +181,7 @@ pub fn orphans(root: &Path) -> Vec<Orphan> {
             .split_whitespace()
             .filter_map(|w| w.parse().ok())
             .collect();
-        let [shim, shim_t, dog, dog_t, remove] = f[..] else {
+        let [shim, shim_t, dog, dog_t, remove, dev, ino] = f[..] else {
             continue;
         };
         let alive = |pid: u64, t: u64| start_ticks(pid as i32) == Some(t);
@@ -187,6 +194,7 @@ pub fn orphans(root: &Path) -> Vec<Orphan> {
             bundle: (remove == 1)
                 .then(|| std::fs::read_link(dir.join("bundle")).ok())
                 .flatten(),
+            bundle_inode: (ino != 0).then_some((dev, ino)),
             dir,
         });
     }

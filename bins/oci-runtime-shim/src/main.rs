@@ -19,10 +19,14 @@ Usage: oci-runtime-shim [--runtime NAME|PATH] [--root DIR] [--debug] OPERATION [
 Thin wrappers around crun (preferred) or runc.
 
 Operations:
-  run -b BUNDLE [--pid-file F] [--remove-bundle] [ID]
+  run -b BUNDLE [--pid-file F] [--remove-bundle [--bundle-inode DEV:INO]] [ID]
                                       run in the foreground (signals forwarded, exit status
                                       passed through, 128+N on signal N); ID generated if absent;
-                                      --remove-bundle: remove BUNDLE when the run ends
+                                      --remove-bundle: remove BUNDLE when the run ends, only if
+                                      it is still the directory DEV:INO (the bundle record's
+                                      bundleInode; without it: a directory of yours)
+  remove-bundle -b BUNDLE [--bundle-inode DEV:INO]
+                                      remove a bundle whose run never started, the same way
   create -b BUNDLE [--pid-file F] ID  create a container (no conmon; output to its state dir)
   start ID | state ID | list | pause ID | resume ID
   kill [-s SIG] [-f] ID [SIG]         send SIG (default TERM; -f: KILL)

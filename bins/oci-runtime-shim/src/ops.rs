@@ -263,7 +263,18 @@ pub fn dispatch(g: Global, op: Op) -> Result<i32> {
             pid_file,
             id,
             remove_bundle,
-        } => run(&g, &bundle, pid_file, id, remove_bundle),
+            bundle_inode,
+        } => {
+            let removal = remove_bundle.then_some(bundle_inode);
+            run(&g, &bundle, pid_file, id, removal)
+        }
+        Op::RemoveBundle {
+            bundle,
+            bundle_inode,
+        } => {
+            crate::cleanup::remove_bundle(&bundle, bundle_inode)?;
+            Ok(0)
+        }
         Op::Create {
             bundle,
             pid_file,
@@ -316,7 +327,7 @@ fn run(
     bundle: &Path,
     pid_file: Option<PathBuf>,
     id: Option<String>,
-    remove_bundle: bool,
+    remove_bundle: Option<Option<(u64, u64)>>,
 ) -> Result<i32> {
     let bundle = check_bundle(bundle)?;
     let id = id.unwrap_or_else(|| format!("sioci-{}", common::fsutil::unique_suffix()));
@@ -332,10 +343,10 @@ fn run(
         }
     };
     let outcome = run_in(g, &bundle, pid_file, id, (&watchdog, remove_bundle));
-    if remove_bundle {
+    if let Some(expected) = remove_bundle {
         // Whatever the outcome: the bundle was made for this run only. A failure here must not
-        // hide the container's exit status; the front removes what is left from outside.
-        if let Err(e) = crate::cleanup::remove_bundle(&bundle) {
+        // hide the container's exit status.
+        if let Err(e) = crate::cleanup::remove_bundle(&bundle, expected) {
             common::cli::warn(format!(
                 "cannot remove bundle {}: {}",
                 bundle.display(),
@@ -354,7 +365,7 @@ fn tie_to_launcher(
     g: &Global,
     bundle: &Path,
     id: &str,
-    remove_bundle: bool,
+    remove_bundle: Option<Option<(u64, u64)>>,
 ) -> Result<crate::launcher::Watchdog> {
     crate::launcher::die_with_parent()?;
     let ctx = context(g, None)?;
@@ -363,7 +374,9 @@ fn tie_to_launcher(
         if let Ok(Some(sd)) = StateDir::open(&ctx.root, id) {
             let _ = sd.remove();
         }
-        if remove_bundle && let Err(e) = crate::cleanup::remove_bundle(bundle) {
+        if let Some(expected) = remove_bundle
+            && let Err(e) = crate::cleanup::remove_bundle(bundle, expected)
+        {
             common::cli::warn(format!(
                 "cannot remove bundle {}: {}",
                 bundle.display(),
@@ -390,7 +403,7 @@ fn sweep_orphans(ctx: &Ctx) {
         // A bundle that is gone, or is not a directory any more, is not touched.
         if let Some(b) = &o.bundle
             && std::fs::symlink_metadata(b).is_ok_and(|m| m.is_dir())
-            && let Err(e) = crate::cleanup::remove_bundle(b)
+            && let Err(e) = crate::cleanup::remove_bundle(b, o.bundle_inode)
         {
             common::cli::warn(format!(
                 "cannot remove bundle {} of killed container {}: {}",
@@ -409,7 +422,7 @@ fn run_in(
     bundle: &Path,
     pid_file: Option<PathBuf>,
     id: String,
-    launcher: (&crate::launcher::Watchdog, bool),
+    launcher: (&crate::launcher::Watchdog, Option<Option<(u64, u64)>>),
 ) -> Result<i32> {
     let ctx = context(g, None)?;
     sweep_orphans(&ctx);

@@ -24,10 +24,18 @@ pub fn entry_rootfs(cache_root: &Path, key: &str) -> PathBuf {
     cache_root.join("rootfs").join(key).join("rootfs")
 }
 
-/// The cached tree if present: one stat, nothing created (the warm path).
-pub fn lookup(cache_root: &Path, key: &str) -> Option<PathBuf> {
-    let p = entry_rootfs(cache_root, key);
-    p.is_dir().then_some(p)
+/// The cached tree if present, nothing created (the warm path). The cache and the entry
+/// `rootfs/<key>` are reached without following symlinks and must be trusted
+/// ([`common::cache::lookup_dir`]); the tree inside the entry is the image's own content, so
+/// only its top must be a real directory. An untrusted cache is an error, not a miss.
+pub fn lookup(cache_root: &Path, key: &str) -> Result<Option<PathBuf>> {
+    let Some(entry) = common::cache::lookup_dir(cache_root, &format!("rootfs/{key}"))? else {
+        return Ok(None);
+    };
+    let p = entry.join("rootfs");
+    Ok(std::fs::symlink_metadata(&p)
+        .is_ok_and(|m| m.is_dir())
+        .then_some(p))
 }
 
 /// Return the cached tree for `key`, building it with `build(root)` if it is missing.
@@ -38,7 +46,7 @@ pub fn get_or_build(
     build: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<(PathBuf, bool)> {
     let _lock = cache.lock(&format!("rootfs-{key}"))?;
-    if let Some(p) = lookup(cache.root(), key) {
+    if let Some(p) = lookup(cache.root(), key)? {
         return Ok((p, true));
     }
     let dir = cache.rootfs_dir();
@@ -83,6 +91,9 @@ mod tests {
     #[test]
     fn builds_once_and_cleans_failures() {
         let d = tempfile::tempdir().unwrap();
+        // Other tests of this binary change the umask: the cache's parent must be private.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let cache = Cache::open(&d.path().join("c")).unwrap();
         let k = "abc-keep";
         let e = get_or_build(&cache, k, |root| {
@@ -102,6 +113,6 @@ mod tests {
         let (p2, cached) = get_or_build(&cache, k, |_| panic!("rebuilt")).unwrap();
         assert!(cached);
         assert_eq!(p, p2);
-        assert_eq!(lookup(cache.root(), k), Some(p));
+        assert_eq!(lookup(cache.root(), k).unwrap(), Some(p));
     }
 }

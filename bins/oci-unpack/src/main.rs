@@ -99,9 +99,9 @@ fn unpack_cached(
 ) -> Result<Outcome> {
     let manifest = Digest::parse(&record.digest).context("bad manifest digest in image record")?;
     let key = cache::key(&manifest, ownership);
-    // Warm path: one stat, no cache set-up, no lock, no namespace.
+    // Warm path: a checked walk to the entry, no cache set-up, no lock, no namespace.
     let root = common::cache::default_root()?;
-    if let Some(p) = cache::lookup(&root, &key) {
+    if let Some(p) = cache::lookup(&root, &key)? {
         let rec = rootfs_record(record, p, true, true, ownership);
         return Ok(Outcome::Built(Box::new(rec)));
     }
