@@ -113,10 +113,19 @@ impl TrustedDir {
         let mut cur: Option<TrustedDir> = None;
         for name in rel.split('/').filter(|c| !c.is_empty() && *c != ".") {
             if name == ".." {
-                bail!("{}: '..' is not allowed here", self.path.join(rel).display());
+                bail!(
+                    "{}: '..' is not allowed here",
+                    self.path.join(rel).display()
+                );
             }
             let parent = cur.as_ref().unwrap_or(self);
-            let next = step(parent.fd(), &parent.path, OsStr::new(name), Role::Tree, create)?;
+            let next = step(
+                parent.fd(),
+                &parent.path,
+                OsStr::new(name),
+                Role::Tree,
+                create,
+            )?;
             cur = Some(next);
         }
         match cur {
@@ -245,9 +254,7 @@ fn trusted_link(dir: &TrustedDir, name: &OsStr, role: Role) -> Result<Option<Pat
     }
     let target = rustix::fs::readlinkat(dir.fd(), name.as_bytes(), Vec::new())
         .with_context(|| format!("cannot read the link {}", dir.path.join(name).display()))?;
-    Ok(Some(PathBuf::from(OsStr::from_bytes(
-        target.as_bytes(),
-    ))))
+    Ok(Some(PathBuf::from(OsStr::from_bytes(target.as_bytes()))))
 }
 
 /// Open `name` in `dir` without following a symlink, creating it when asked, and check it.
@@ -441,7 +448,11 @@ mod tests {
         assert!(p.join("x/y").is_dir());
         assert!(again.subdir("x/../y", None).is_err());
         drop(sub);
-        assert!(open_dir_if_exists(&t.path().join("nope/x")).unwrap().is_none());
+        assert!(
+            open_dir_if_exists(&t.path().join("nope/x"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -232,9 +232,7 @@ fn parse_bundle_op(op: &str, w: &mut Words) -> Result<Op> {
     while let Some(x) = w.next() {
         match x.as_str() {
             "-b" | "--bundle" => bundle = Some(PathBuf::from(w.value(&x)?)),
-            "--pid-file" if op != "remove-bundle" => {
-                pid_file = Some(PathBuf::from(w.value(&x)?))
-            }
+            "--pid-file" if op != "remove-bundle" => pid_file = Some(PathBuf::from(w.value(&x)?)),
             "--remove-bundle" if op == "run" => remove_bundle = true,
             "--bundle-inode" if removes => {
                 bundle_inode = Some(crate::cleanup::parse_dev_ino(&w.value(&x)?)?)

@@ -105,7 +105,10 @@ fn detach_mounts_below(dir: &Path) -> Result<()> {
     below.dedup();
     for m in &below {
         // EINVAL: already gone with its parent (a detach takes the whole subtree).
-        match umount2(m.as_path(), MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+        match umount2(
+            m.as_path(),
+            MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
+        ) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
             Err(e) => return Err(e).with_context(|| format!("cannot unmount {}", m.display())),
         }

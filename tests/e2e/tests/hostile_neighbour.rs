@@ -50,7 +50,10 @@ find "$SINGULARITY_CACHEDIR" -type d -exec chmod 0777 {{}} +
     );
     atk.cmd("sh")
         .args(&["-c", &script])
-        .env("SINGULARITY_CACHEDIR", victim_cachedir.display().to_string())
+        .env(
+            "SINGULARITY_CACHEDIR",
+            victim_cachedir.display().to_string(),
+        )
         .run()
         .assert_code(0);
 }
@@ -82,7 +85,7 @@ fn a_cache_planted_by_another_user_is_refused() {
         out.assert_stderr_contains(&cache.display().to_string());
 
         // The warm lookup alone (image record from the victim's own cache).
-        let rec = ctx.run(&ctx.bin("oci-fetch"), &[&oci_ref("busybox")]);
+        let rec = ctx.run(ctx.bin("oci-fetch"), &[&oci_ref("busybox")]);
         rec.assert_code(0);
         let out = ctx
             .cmd(ctx.bin("oci-unpack"))
@@ -90,7 +93,12 @@ fn a_cache_planted_by_another_user_is_refused() {
             .stdin(rec.stdout.clone())
             .run();
         out.assert_fatal("refusing to trust");
-        assert!(!out.stdout.contains("rootfs"), "[{}] {}", ctx.name, out.stdout);
+        assert!(
+            !out.stdout.contains("rootfs"),
+            "[{}] {}",
+            ctx.name,
+            out.stdout
+        );
 
         // Nothing written into the planted tree.
         assert_eq!(
@@ -125,8 +133,11 @@ fn a_shared_cache_root_populated_stays_usable() {
             .run()
             .assert_code(0);
         // What a site does to share it: readable and searchable, writable by root only.
-        root.run("chmod", &["-R", "go+rX,go-w", &shared.display().to_string()])
-            .assert_code(0);
+        root.run(
+            "chmod",
+            &["-R", "go+rX,go-w", &shared.display().to_string()],
+        )
+        .assert_code(0);
         // The user's fetch and unpack accept root's cache and find the tree without writing.
         let out = ctx
             .front_cmd(&["pull", &oci_ref("busybox")])
