@@ -43,11 +43,16 @@ pub fn runtime_state_root() -> Result<PathBuf> {
             Ok(()) => Ok(root),
             Err(e) => {
                 let fallback = own_fallback_root()?;
-                crate::cli::warn(format!(
-                    "{:#}; keeping runtime state in {} instead",
-                    e,
-                    fallback.display()
-                ));
+                // One WARNING per process, however often a stage asks for the root.
+                static WARNED: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    crate::cli::warn(format!(
+                        "{:#}; keeping runtime state in {} instead",
+                        e,
+                        fallback.display()
+                    ));
+                }
                 crate::fsutil::private_dir(&fallback)?;
                 Ok(fallback)
             }
