@@ -120,12 +120,12 @@ fn a_shared_cache_root_populated_stays_usable() {
     for ctx in matrix_with(&[Profile::User]) {
         let shared = root_dir_beside(&ctx, "site-cache", 0o755);
         let root = Ctx::for_test(Profile::Root, ctx.rt);
-        // Root builds the trees users ask for (`flatten`: owners cannot be kept without root).
+        // Root builds the trees users may ask for (either ownership mode).
         let populate = format!(
-            "\"{}\" {} | \"{}\" --ownership flatten",
-            root.bin("oci-fetch"),
-            oci_ref("busybox"),
-            root.bin("oci-unpack")
+            "rec=$(\"{fetch}\" {img}) && for o in keep flatten; do printf '%s\\n' \"$rec\" | \"{unpack}\" --ownership $o || exit 1; done",
+            fetch = root.bin("oci-fetch"),
+            img = oci_ref("busybox"),
+            unpack = root.bin("oci-unpack")
         );
         root.cmd("sh")
             .args(&["-c", &populate])
