@@ -164,7 +164,7 @@ pub const SUPPORTED: &str =
 /// and directories bare, so a path that names one gets a message about what it is.
 pub fn without_transport(s: &str) -> String {
     let p = Path::new(s);
-    let is_sif = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("sif"));
+    let is_sif = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("sif")) || has_sif_header(p);
     if p.is_dir() {
         if p.join("oci-layout").is_file() {
             return format!("'{s}' is an OCI image layout: use oci:{s}");
@@ -184,6 +184,16 @@ pub fn without_transport(s: &str) -> String {
         );
     }
     format!("image reference '{s}' has no transport (use {SUPPORTED})")
+}
+
+/// Whether `p` is a file that starts with the launch line every SIF image begins with.
+fn has_sif_header(p: &Path) -> bool {
+    use std::io::Read;
+    const LAUNCH: &[u8] = b"#!/usr/bin/env run-singularity";
+    let mut head = [0u8; LAUNCH.len()];
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|_| head == LAUNCH)
 }
 
 /// `PATH[:TAG|@DIGEST]` for layouts and OCI archives.
@@ -473,6 +483,10 @@ mod tests {
         let e = parse(d.path().to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains("is an OCI image layout: use oci:"), "{e}");
         // A missing .sif is still named as one.
+        let named = d.path().join("image");
+        std::fs::write(&named, b"#!/usr/bin/env run-singularity\n").unwrap();
+        let e = parse(named.to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("is a SIF image"), "{e}");
         let e = parse("missing.sif").unwrap_err().to_string();
         assert!(e.contains("SIF images are not supported"), "{e}");
     }

@@ -224,7 +224,11 @@ fn disable_cache_never_touches_the_cache() {
 #[test]
 fn sif_files_and_directories_are_answered_with_what_is_supported() {
     let ctx = Ctx::for_test(Profile::User, Rt::Crun);
-    let sif = ctx.write_file("image.sif", b"not really a SIF");
+    // A SIF image begins with this launch line (the front hands such a file to oci-fetch).
+    let sif = ctx.write_file(
+        "image.sif",
+        b"#!/usr/bin/env run-singularity\nnot really a SIF",
+    );
     ctx.front(&["exec", sif.to_str().unwrap(), "true"])
         .assert_fatal("SIF images are not supported; use oci:DIR");
     let sandbox = ctx.mkdir("sandbox");
