@@ -379,6 +379,10 @@ fn pull_build_inspect_and_global_options_as_singularity() {
         .assert_code(0)
         .assert_stdout_eq("bound\n/cwlhome\n/in2/seen.txt\nro");
         assert!(out.join("here.txt").is_file());
+        // The other global options.
+        ctx.run(&link, &["-v", "-d", "exec", "a.simg", "true"])
+            .assert_code(0)
+            .assert_stderr_contains("DEBUG: singularity-oci: stage fetch");
         // Refused clearly.
         ctx.run(&link, &["exec", "--no-oci", "a.simg", "true"])
             .assert_fatal("only SingularityCE's OCI mode");
