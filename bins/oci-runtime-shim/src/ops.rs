@@ -336,8 +336,8 @@ fn run(
         Ok(w) => w,
         Err(e) => {
             // Nobody else will remove a throwaway bundle whose launcher is gone.
-            if remove_bundle {
-                let _ = crate::cleanup::remove_bundle(&bundle);
+            if let Some(expected) = remove_bundle {
+                let _ = crate::cleanup::remove_bundle(&bundle, expected);
             }
             return Err(e);
         }
