@@ -491,8 +491,8 @@ fn a_bundle_another_user_controls_is_refused() {
     let open = ctx.mkdir("open");
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
     for (b, why) in [
-        (&foreign, "belongs to uid"),
-        (&open, "writable by every user"),
+        (&foreign, "is owned by uid"),
+        (&open, "is writable by group or others"),
     ] {
         ctx.run(
             "oci-mkspec",
