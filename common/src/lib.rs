@@ -20,5 +20,6 @@ pub mod removal;
 pub mod runtime;
 pub mod statedir;
 pub mod subid;
+pub mod term;
 pub mod trusted;
 pub mod userns;

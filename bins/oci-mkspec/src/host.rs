@@ -26,16 +26,16 @@ fn is_cgroup2(path: &str) -> bool {
 }
 
 /// Whether the container should get a terminal when neither --terminal nor --no-terminal says:
-/// SingularityCE asks whether its stdin is one. When the record itself arrives on stdin (a
-/// hand-typed `oci-fetch | oci-unpack | oci-mkspec` pipeline), stdin is that pipe, so the
-/// terminal the user typed in is looked for on stderr instead.
+/// when the caller's stdin and stdout are both terminals, so that redirected input or output
+/// stays a plain, byte-exact stream. When the record itself arrives on stdin (a hand-typed
+/// `oci-fetch | oci-unpack | oci-mkspec` pipeline), stdin is that pipe and stdout carries the
+/// record, so the terminal the user typed in is looked for on stderr instead.
 pub fn terminal_default(record_from_file: bool) -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    let tty = |fd| unsafe { libc::isatty(fd) == 1 };
+    use common::term::is_tty;
     if record_from_file {
-        tty(0)
+        is_tty(0) && is_tty(1)
     } else {
-        tty(0) || tty(2)
+        is_tty(2)
     }
 }
 

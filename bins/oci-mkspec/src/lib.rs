@@ -9,6 +9,7 @@ pub mod env;
 pub mod etcfiles;
 pub mod host;
 pub mod image;
+pub mod init;
 pub mod launch;
 pub mod mounts;
 pub mod options;

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use common::cli::{self, Tool};
 use common::record::{self, BundleRecord, RootfsRecord};
-use oci_mkspec::{bundle, cgroups, env, host, image, launch, mounts, options, rootfs, spec};
+use oci_mkspec::{bundle, cgroups, env, host, image, init, launch, mounts, options, rootfs, spec};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +24,7 @@ const TOOL: Tool = Tool {
         "Env:        --env K=V  --env-file FILE  -e/--cleanenv\n",
         "Process:    --pwd/--cwd DIR  --app NAME  -f/--fakeroot  --no-umask  --no-setgroups\n",
         "Namespaces: --hostname NAME  --uts  --no-pid  -n/--net --network none  -u/--userns  --pid  --ipc\n",
+        "Init:       --no-init (default: tini-static or catatonit as PID 1; $SINGULARITY_OCI_INIT)\n",
         "Privileges: --add-caps LIST  --drop-caps LIST  --keep-privs  --no-privs  --allow-setuid\n",
         "Rootfs:     --writable-tmpfs  --no-compat  -c/--contain  -C/--containall  --dns IPS\n",
         "Cgroups:    --apply-cgroups FILE  --cpus N  --cpu-shares N  --cpuset-cpus L  --cpuset-mems L\n",
@@ -31,7 +32,7 @@ const TOOL: Tool = Tool {
         "            --pids-limit N  --blkio-weight N  --blkio-weight-device DEV:W\n",
         "Ignored:    --tmp-sandbox --no-tmp-sandbox --disable-cache --no-nv --no-rocm --no-eval --compat\n",
         "Rejected:   --fusemount --nvccli --proot --network X (not none) --network-args --netns-path\n",
-        "            --security --config --shell --boot --no-init --passphrase\n",
+        "            --security --config --shell --boot --passphrase\n",
         "            --pem-path --sif-fuse --overlay --writable --data --nv --rocm --device --cdi-dirs\n",
         "\n",
         "Value options: --bundle --input --action --runtime --bind -B --mount --home -H --scratch -S --workdir -W --no-mount --env --env-file --pwd --cwd --hostname --dns --network --add-caps --drop-caps --app --containlibs --tmpfs-size --apply-cgroups --cpus --cpu-shares --cpuset-cpus --cpuset-mems --memory --memory-reservation --memory-swap --pids-limit --blkio-weight --blkio-weight-device --fusemount --network-args --netns-path --security --config --shell -s --pem-path --proot --overlay -o --data --device --cdi-dirs\n",
@@ -123,6 +124,21 @@ fn run(args: cli::Args) -> Result<i32> {
         );
     }
 
+    let init_path = if opts.no_init || opts.no_pid {
+        None
+    } else {
+        let found = init::find(
+            std::env::var(init::ENV_INIT).ok().as_deref(),
+            common::identity::host_uid(),
+        )?;
+        if found.is_none() {
+            cli::warn(format!(
+                "no init found (install tini or catatonit, or set {}): the command runs as PID 1 and ignores signals it has no handler for",
+                init::ENV_INIT
+            ));
+        }
+        found
+    };
     let built = spec::build(&spec::Inputs {
         opts: &opts,
         action,
@@ -135,6 +151,7 @@ fn run(args: cli::Args) -> Result<i32> {
         env_files: &env_files,
         resources,
         runtime_is_crun,
+        init: init_path.as_deref().and_then(Path::to_str),
     })?;
     for w in &built.warnings {
         cli::warn(w);

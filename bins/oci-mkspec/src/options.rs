@@ -57,6 +57,8 @@ pub struct Options {
     pub pid: bool,
     pub ipc: bool,
     pub no_pid: bool,
+    /// `--no-init`: the command itself is PID 1 (init.rs).
+    pub no_init: bool,
     pub net: bool,
     pub network: Option<String>,
     pub userns: bool,
@@ -318,6 +320,7 @@ pub fn parse(args: Arguments, env: EnvLookup) -> Result<(Options, Vec<String>)> 
     o.pid = p.flag("--pid", Some("-p"), &["PID", "UNSHARE_PID"])?;
     o.ipc = p.flag("--ipc", Some("-i"), &["IPC", "UNSHARE_IPC"])?;
     o.no_pid = p.flag("--no-pid", None, &["NO_PID"])?;
+    o.no_init = p.flag("--no-init", None, &["NOSHIMINIT", "NO_INIT"])?;
     o.net = p.flag("--net", Some("-n"), &["NET", "UNSHARE_NET"])?;
     o.network = p.value("--network", None, &["NETWORK"])?;
     o.userns = p.flag("--userns", Some("-u"), &["USERNS", "UNSHARE_USERNS"])?;
@@ -404,7 +407,6 @@ pub fn parse(args: Arguments, env: EnvLookup) -> Result<(Options, Vec<String>)> 
     let flags: &[(&'static str, Option<&'static str>, &[&str], &str)] = &[
         ("--nvccli", None, &["NVCCLI"], "NvCCLI"),
         ("--boot", None, &["BOOT"], "Boot"),
-        ("--no-init", None, &["NOSHIMINIT"], "NoInit"),
         ("--passphrase", None, &[], "KeyInfo"),
         ("--sif-fuse", None, &["SIF_FUSE"], "SIFFUSE"),
         ("--writable", Some("-w"), &["WRITABLE"], "Writable"),

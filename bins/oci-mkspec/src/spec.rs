@@ -6,6 +6,7 @@ use crate::caps;
 use crate::env::{self, EnvInputs};
 use crate::etcfiles;
 use crate::image::ImageFacts;
+use crate::init;
 use crate::mounts::{self, MountInputs};
 use crate::options::{Action, Options};
 use crate::process;
@@ -74,6 +75,8 @@ pub struct Inputs<'a> {
     pub resources: Option<Value>,
     /// Whether the chosen runtime is crun (only asked for `--no-setgroups`).
     pub runtime_is_crun: Option<bool>,
+    /// The host's init binary to run as PID 1 (`init::find`); `None`: the command is PID 1.
+    pub init: Option<&'a str>,
 }
 
 /// What `build` produces.
@@ -276,10 +279,16 @@ pub fn build(i: &Inputs) -> Result<Built> {
     if o.no_compat && !o.no_umask {
         user["umask"] = json!(h.umask);
     }
+    // A minimal init as PID 1, where the command would otherwise be PID 1 (init.rs).
+    let init_path = i.init.filter(|_| !o.no_pid && !o.no_init);
+    let process_args = match init_path {
+        Some(_) => init::wrap_args(&args),
+        None => args.clone(),
+    };
     let process = json!({
         "terminal": h.terminal,
         "user": user,
-        "args": args,
+        "args": process_args,
         "env": env,
         "cwd": cwd,
         "capabilities": capabilities,
@@ -342,7 +351,7 @@ pub fn build(i: &Inputs) -> Result<Built> {
             bail!("scratch directory {s} must be an absolute path");
         }
     }
-    let mount_list = mounts::build(
+    let mut mount_list = mounts::build(
         &MountInputs {
             host_root: h.is_root,
             fakeroot: o.fakeroot,
@@ -371,6 +380,9 @@ pub fn build(i: &Inputs) -> Result<Built> {
         },
         &mut warn,
     )?;
+    if let Some(p) = init_path {
+        mount_list.push(init::mount(p));
+    }
     let mut workdir_dirs = Vec::new();
     if let Some(w) = &workdir {
         if !o.no_compat {

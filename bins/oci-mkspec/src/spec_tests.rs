@@ -106,6 +106,17 @@ fn build_with(
     passwd: Option<&str>,
     crun: Option<bool>,
 ) -> anyhow::Result<Built> {
+    build_with_init(args, h, img, passwd, crun, None)
+}
+
+fn build_with_init(
+    args: &[&str],
+    h: &Host,
+    img: &ImageFacts,
+    passwd: Option<&str>,
+    crun: Option<bool>,
+    init: Option<&str>,
+) -> anyhow::Result<Built> {
     let (o, cmd) = opts(args);
     let dir_exists = |p: &str| p == "/" || p == "/etc";
     let facts = RootfsFacts {
@@ -132,7 +143,50 @@ fn build_with(
         env_files: &[],
         resources,
         runtime_is_crun: crun,
+        init,
     })
+}
+
+#[test]
+fn an_init_is_pid_1_unless_no_init_or_no_pid() {
+    let tini = Some("/usr/bin/tini-static");
+    let b = build_with_init(
+        &["--", "sleep", "9"],
+        &host(0, None),
+        &image(),
+        Some(PASSWD),
+        None,
+        tini,
+    )
+    .unwrap();
+    validate(&b.config);
+    assert_eq!(
+        b.config["process"]["args"],
+        json!([crate::init::CONTAINER_PATH, "--", "sleep", "9"])
+    );
+    // The record still names the command itself.
+    assert_eq!(b.args, ["sleep", "9"]);
+    let m = mount_of(&b, crate::init::CONTAINER_PATH);
+    assert_eq!(m["source"], json!("/usr/bin/tini-static"));
+    assert!(m["options"].as_array().unwrap().contains(&json!("ro")));
+    for off in ["--no-init", "--no-pid"] {
+        let b = build_with_init(
+            &[off, "--", "sleep", "9"],
+            &host(0, None),
+            &image(),
+            Some(PASSWD),
+            None,
+            tini,
+        )
+        .unwrap();
+        assert_eq!(b.config["process"]["args"], json!(["sleep", "9"]), "{off}");
+        let has = b.config["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == json!(crate::init::CONTAINER_PATH));
+        assert!(!has, "{off}");
+    }
 }
 
 fn validate(config: &Value) {
@@ -530,6 +584,7 @@ fn var_tmp_link_drops_the_var_tmp_mount() {
         env_files: &[],
         resources: None,
         runtime_is_crun: None,
+        init: None,
     })
     .unwrap();
     let dests: Vec<&str> = b.config["mounts"]

@@ -3,6 +3,8 @@
 
 mod args;
 mod cleanup;
+mod console;
+mod execproc;
 mod launcher;
 mod ops;
 mod proxy;

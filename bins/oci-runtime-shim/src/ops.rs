@@ -42,7 +42,7 @@ fn os<S: AsRef<std::ffi::OsStr>>(s: S) -> OsString {
 }
 
 impl Ctx {
-    fn command(&self, words: Vec<OsString>) -> Command {
+    pub(crate) fn command(&self, words: Vec<OsString>) -> Command {
         let argv = runtime_argv(&self.root, words);
         if self.debug {
             let shown: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into()).collect();
@@ -97,17 +97,13 @@ impl Ctx {
             return Ok(());
         }
         bail!(
-            "{what} failed: {}{hint}",
-            last_line(&err).unwrap_or_else(|| format!(
-                "{} exited with {}",
-                self.rt.name(),
-                proxy::exit_code(out.status)
-            ))
+            "{}{hint}",
+            runtime_error(self, what, &out.stderr, out.status)
         )
     }
 
     /// Best-effort `delete --force`, for cleaning up after a failure.
-    fn force_delete(&self, id: &str) {
+    pub(crate) fn force_delete(&self, id: &str) {
         let _ = Command::new(&self.rt.path)
             .args(runtime_argv(
                 &self.root,
@@ -118,6 +114,18 @@ impl Ctx {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// `WHAT failed: <the runtime's last words>` (or its exit status when it said nothing).
+pub(crate) fn runtime_error(
+    ctx: &Ctx,
+    what: &str,
+    stderr: &[u8],
+    status: std::process::ExitStatus,
+) -> String {
+    let said = last_line(&String::from_utf8_lossy(stderr))
+        .unwrap_or_else(|| format!("{} exited with {}", ctx.rt.name(), proxy::exit_code(status)));
+    format!("{what} failed: {said}")
 }
 
 fn runtime_knows(runtime: &Path, root: &Path, id: &str) -> bool {
@@ -439,6 +447,17 @@ fn run_in(
         }
         None => dir.pid_file(),
     };
+    if crate::console::wants_terminal(bundle)? {
+        return crate::console::run(
+            &ctx,
+            &crate::console::Paths {
+                bundle,
+                pid_file: &pid_file,
+                state_dir: &dir.dir,
+                id: &id,
+            },
+        );
+    }
     let mut cmd = ctx.command(vec![
         os("run"),
         os("--bundle"),
@@ -558,23 +577,30 @@ fn exec(
 ) -> Result<i32> {
     let (ctx, sd) = existing(g, id)?;
     enter_container_ns(sd.as_ref(), true)?;
+    // crun: the container's own process with the request applied, as runc does (execproc.rs).
+    let base = (ctx.rt.kind == RuntimeKind::Crun)
+        .then(|| sd.as_ref().and_then(StateDir::bundle))
+        .flatten()
+        .and_then(|b| crate::execproc::container_process(&b));
+    if let Some(base) = base {
+        let process = crate::execproc::exec_process(
+            base,
+            &crate::execproc::Request {
+                command: &command,
+                tty,
+                env: &env,
+                cwd: cwd.as_deref(),
+            },
+        );
+        let (_keep_open_until_exec, path) = crate::execproc::process_file(&process)?;
+        let words = vec![os("exec"), os("--process"), os(path), os(id)];
+        let err = ctx.command(words).exec();
+        return Err(err).with_context(|| format!("cannot execute {}", ctx.rt.path.display()));
+    }
     let mut words = vec![os("exec")];
     if tty {
         words.push(os("--tty"));
     }
-    // crun 1.8 `exec --env` replaces the process environment (PATH included) where runc adds
-    // to it: give crun the container's environment with the user's variables merged in, so both
-    // behave like runc.
-    let env = if ctx.rt.kind == RuntimeKind::Crun && !env.is_empty() {
-        let base = sd
-            .as_ref()
-            .and_then(StateDir::bundle)
-            .map(|b| config_env(&b))
-            .unwrap_or_default();
-        merge_env(base, env)
-    } else {
-        env
-    };
     for e in env {
         words.extend([os("--env"), os(e)]);
     }
@@ -587,22 +613,6 @@ fn exec(
     // through untouched, with no proxy.
     let err = ctx.command(words).exec();
     Err(err).with_context(|| format!("cannot execute {}", ctx.rt.path.display()))
-}
-
-/// `process.env` of a bundle's config.json (empty when unreadable).
-fn config_env(bundle: &Path) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(bundle.join("config.json")) else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    v["process"]["env"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `base` with `extra` applied on top: a NAME in `extra` replaces the same NAME in `base`.

@@ -114,38 +114,28 @@ fn basic_lifecycle_sequence() {
         }
         shim(&ctx, &["start", id]).assert_fatal("start failed");
 
-        if ctx.profile == Profile::UserNoSubids && ctx.rt == e2e::Rt::Crun {
-            // Known crun 1.8 limitation: `crun exec` becomes uid/gid 0 in the container's user
-            // namespace before switching to process.user, and the single-ID reverse map has no
-            // 0. Pinned here so a fixed crun shows up; runc (fakeroot spec) covers exec for
-            // users without subordinate IDs.
-            let out = shim(&ctx, &["exec", id, "hostname"]);
-            if out.code == 0 || !out.stderr.contains("setresgid") {
-                out.fail("expected crun's setresgid failure for exec in a single-ID container");
-            }
-        } else {
-            shim(&ctx, &["exec", id, "hostname"])
-                .assert_success()
-                .assert_stdout_eq("singularity");
-            // exec exit codes pass through (SingularityCE maps them to 255).
-            shim(&ctx, &["exec", id, "sh", "-c", "exit 7"]).assert_code(7);
-            shim(
-                &ctx,
-                &[
-                    "exec",
-                    "--env",
-                    "A=b c",
-                    "--cwd",
-                    "/tmp",
-                    id,
-                    "sh",
-                    "-c",
-                    "echo \"$A\"; pwd",
-                ],
-            )
+        // crun too, in a single-ID container: the shim hands crun the container's own user.
+        shim(&ctx, &["exec", id, "hostname"])
             .assert_success()
-            .assert_stdout_eq("b c\n/tmp");
-        }
+            .assert_stdout_eq("singularity");
+        // exec exit codes pass through (SingularityCE maps them to 255).
+        shim(&ctx, &["exec", id, "sh", "-c", "exit 7"]).assert_code(7);
+        shim(
+            &ctx,
+            &[
+                "exec",
+                "--env",
+                "A=b c",
+                "--cwd",
+                "/tmp",
+                id,
+                "sh",
+                "-c",
+                "echo \"$A\"; pwd",
+            ],
+        )
+        .assert_success()
+        .assert_stdout_eq("b c\n/tmp");
         // A second create on the locked bundle is refused, with no side effects.
         chain(&ctx, &b, &["create", "--bundle", &bs, "other"])
             .assert_fatal(&format!("locked by container '{id}'"));

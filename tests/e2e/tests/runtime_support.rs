@@ -15,6 +15,11 @@ pub fn q(s: &str) -> String {
 /// mkspec) as the context's user. `mkspec` are extra oci-mkspec options; `cmd` the container
 /// command. The rootfs is the read-only cache entry, so the starter's `--overlay` is needed.
 pub fn bundle(ctx: &Ctx, name: &str, mkspec: &[&str], cmd: &[&str]) -> PathBuf {
+    bundle_of(ctx, "busybox", name, mkspec, cmd)
+}
+
+/// [`bundle`] from the fixture image `image`.
+pub fn bundle_of(ctx: &Ctx, image: &str, name: &str, mkspec: &[&str], cmd: &[&str]) -> PathBuf {
     let b = ctx.dir().join(name);
     let fetch = ctx.bin("oci-fetch");
     let unpack = ctx.bin("oci-unpack");
@@ -30,7 +35,7 @@ pub fn bundle(ctx: &Ctx, name: &str, mkspec: &[&str], cmd: &[&str]) -> PathBuf {
     let script = format!(
         "set -e; {} {} | {} | {} --bundle {} {} -- {} >/dev/null",
         q(&fetch),
-        q(&oci_ref("busybox")),
+        q(&oci_ref(image)),
         q(&unpack),
         q(&spec),
         q(&b.display().to_string()),
