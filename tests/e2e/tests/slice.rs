@@ -184,7 +184,8 @@ fn hand_typed_pipeline_writes_a_valid_config() {
                 serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
             assert_eq!(
                 v["process"]["args"],
-                serde_json::json!(["echo", "hi"]),
+                // The init (tini-static from scripts/setup) is PID 1 and runs the command.
+                serde_json::json!(["/.singularity-oci-init", "--", "echo", "hi"]),
                 "[{}] process.args of {}",
                 ctx.name,
                 config.display()
