@@ -427,7 +427,7 @@ fn unsupported_options_are_one_error() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "while configuring container: not supported by OCI launcher: FuseMount,Boot,NoInit"
+        "while configuring container: not supported by OCI launcher: FuseMount,Boot"
     );
 }
 
