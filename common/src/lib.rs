@@ -18,6 +18,7 @@ pub mod mountns;
 pub mod record;
 pub mod removal;
 pub mod runtime;
+pub mod sif;
 pub mod statedir;
 pub mod subid;
 pub mod term;

@@ -56,6 +56,34 @@ pub struct ImageRecord {
     pub platform: Platform,
     /// The image configuration blob, parsed (carried so later stages need not reopen it).
     pub image_config: serde_json::Value,
+    /// For images read from a SIF file (transports `sif` and `oci-sif`): where the layers are.
+    /// Their blobs are not copied into the layout; `oci-unpack` reads them from the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sif: Option<SifSource>,
+}
+
+/// A SIF file an image record's layers are read from, and the identity the file had when its
+/// digests were computed: `oci-unpack` refuses to use it once any of these has changed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SifSource {
+    /// Absolute path of the SIF file.
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    /// Modification and change times, in nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    /// Where each entry of `layers` lives in the file (same order).
+    pub objects: Vec<SifObject>,
+}
+
+/// One data object of a SIF file: byte offset and length.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SifObject {
+    pub offset: u64,
+    pub size: u64,
 }
 
 /// Output of `oci-unpack`: a root filesystem applied from an image's layers.
@@ -244,6 +272,7 @@ mod tests {
             layers: vec![],
             platform: Platform::default(),
             image_config: serde_json::json!({}),
+            sif: None,
         }
     }
 

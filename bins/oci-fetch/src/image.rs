@@ -231,6 +231,7 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
         layers: layers.iter().map(RawDescriptor::to_record).collect(),
         platform: media::record_platform(platform.as_ref(), &image_config),
         image_config,
+        sif: None,
     };
     Ok(Fetched {
         record,

@@ -65,6 +65,7 @@ mod tests {
             layers: vec![],
             platform: Platform::default(),
             image_config: config,
+            sif: None,
         }
     }
 

@@ -10,4 +10,5 @@ pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod save;
+pub mod sif;
 pub mod store;

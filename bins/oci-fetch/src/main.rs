@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use common::cache::Cache;
 use common::cli::Tool;
 use oci_fetch::{
-    archive, image, inspect, layout, media, progress, reference, registry, save, store,
+    archive, image, inspect, layout, media, progress, reference, registry, save, sif, store,
 };
 use reference::ImageRef;
 use std::path::PathBuf;
@@ -23,6 +23,7 @@ REF is one of:
   oci-archive:FILE[:TAG|@DIGEST]
   docker-archive:FILE[:REPO:TAG]
   docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]     (short names: alpine)
+  sif:FILE, or a FILE with the SIF magic        (native SIF: its root filesystem partition)
 
 Options:
   --platform OS/ARCH[/VARIANT]  image to pick from a multi-platform index (default: host)
@@ -162,7 +163,26 @@ fn temp_cache_root(tmpdir: Option<&std::path::Path>) -> Result<PathBuf> {
 
 use std::os::unix::fs::DirBuilderExt;
 
+/// A SIF file: its header and descriptors are read and checked here; nothing is copied.
+fn run_sif(reference: &str, path: &std::path::Path, opts: &Opts) -> Result<()> {
+    let opened = sif::open(path)?;
+    let s = common::sif::Sif::read(&opened.file)
+        .with_context(|| format!("{} is not a usable SIF", opened.path.display()))?;
+    if s.is_oci_sif() {
+        bail!(
+            "{} is an OCI-SIF image, which this version cannot read yet",
+            opened.path.display()
+        );
+    }
+    let record = sif::native_record(reference, &opened, &s, &opts.want.arch)
+        .with_context(|| format!("cannot use {}", opened.path.display()))?;
+    common::record::print_record(&record)
+}
+
 fn run(reference: &str, opts: &Opts) -> Result<()> {
+    if let Some(path) = sif::sif_path(reference) {
+        return run_sif(reference, &path, opts);
+    }
     let image_ref = reference::parse(reference)?;
     let temp_root = if opts.disable_cache {
         Some(temp_cache_root(opts.tmpdir.as_deref())?)

@@ -196,6 +196,7 @@ mod tests {
             layers: vec![layer.clone(), layer],
             platform: Platform::default(),
             image_config: serde_json::json!({}),
+            sif: None,
         }
     }
 

@@ -13,6 +13,9 @@ pub struct ImageFacts {
     pub has_exposed_ports: bool,
     /// `org.opencontainers.image.*` facts, then the image labels (labels win).
     pub annotations: Map<String, Value>,
+    /// A Singularity-built image (native SIF, sandbox) whose `/.singularity.d` defines the
+    /// actions (see `singularity_d`).
+    pub singularity_d: bool,
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -74,6 +77,7 @@ impl ImageFacts {
             has_volumes: non_empty_object(c.get("Volumes")),
             has_exposed_ports: non_empty_object(c.get("ExposedPorts")),
             annotations: ann,
+            singularity_d: false,
         }
     }
 }

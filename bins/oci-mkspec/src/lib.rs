@@ -15,6 +15,7 @@ pub mod mounts;
 pub mod options;
 pub mod process;
 pub mod rootfs;
+pub mod singularity_d;
 pub mod spec;
 #[cfg(test)]
 mod spec_tests;

@@ -83,7 +83,9 @@ fn run(args: cli::Args) -> Result<i32> {
         var_tmp_is_tmp: root.same("/var/tmp", "/tmp"),
         dir_exists: &dir_exists,
     };
-    let image = image::ImageFacts::from_config(&record.image.image_config);
+    let mut image = image::ImageFacts::from_config(&record.image.image_config);
+    image.singularity_d = matches!(record.image.transport.as_str(), "sif" | "sandbox")
+        && root.is_dir("/.singularity.d");
 
     // Env-files expand against the host environment plus SINGULARITY_IMAGE.
     let image_ref = record.image.reference.clone();

@@ -16,6 +16,9 @@ pub fn args(
     command: &[String],
     warn: &mut dyn FnMut(String),
 ) -> Result<Vec<String>> {
+    if image.singularity_d && app.is_none() {
+        return crate::singularity_d::args(action, command);
+    }
     if let Some(app) = app {
         // Docker-style SCIF: ENTRYPOINT+CMD names the scif binary.
         let spec: Vec<String> = image.entrypoint.iter().chain(&image.cmd).cloned().collect();

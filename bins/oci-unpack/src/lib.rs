@@ -4,6 +4,8 @@
 pub mod apply;
 pub mod cache;
 pub mod ownership;
+pub mod sif;
+pub mod squashfs;
 pub mod stream;
 pub mod unpack;
 pub mod userns;

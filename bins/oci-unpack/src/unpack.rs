@@ -17,6 +17,9 @@ pub fn unpack_into(
     ownership: Ownership,
     max_bytes: u64,
 ) -> Result<Stats> {
+    if let Some(src) = &record.sif {
+        return crate::sif::unpack_into(record, src, root, ownership, max_bytes);
+    }
     let specs = stream::layer_specs(record)?;
     // Fail before starting the pipeline when a blob is plainly missing or unreadable.
     for s in &specs {
@@ -57,7 +60,7 @@ pub fn apply_specs(
     Ok(stats)
 }
 
-fn warn_skipped(stats: &Stats) {
+pub fn warn_skipped(stats: &Stats) {
     let s = &stats.skipped;
     if s.devices > 0 {
         common::cli::warn(format!(

@@ -50,10 +50,12 @@ pub mod pyserver;
 pub mod registry;
 
 pub use cmd::{Cmd, Output};
-pub use expect::{TreeExpectation, check_tree_host, layered_expected, layered_in_container_errors};
+pub use expect::{
+    TreeExpectation, check_tree_host, layered_errors, layered_expected, layered_in_container_errors,
+};
 pub use schema::{
-    image_schema_errors, runtime_config_errors, schema_errors, validate_image_json,
-    validate_runtime_config,
+    image_schema_errors, record_schema_errors, runtime_config_errors, schema_errors,
+    validate_image_json, validate_runtime_config,
 };
 
 use std::ffi::CString;
@@ -454,6 +456,20 @@ pub fn fixture(name: &str) -> PathBuf {
     assert!(
         p.join("index.json").is_file(),
         "fixture {} is missing (scripts/mkimages builds it)",
+        p.display()
+    );
+    p
+}
+
+/// SIF fixture `name` (`OUTDIR/sif/<name>.sif`: `busybox`, `layered`, the refused and the
+/// hostile ones), built by `scripts/mkimages` with siftool and squashfs-tools.
+pub fn sif_fixture(name: &str) -> PathBuf {
+    let p = env_dir("SIOCI_FIXTURES")
+        .join("sif")
+        .join(format!("{name}.sif"));
+    assert!(
+        p.is_file(),
+        "SIF fixture {} is missing (scripts/mkimages builds it)",
         p.display()
     );
     p

@@ -94,3 +94,23 @@ pub fn validate_image_json(schema: &str, path: impl AsRef<Path>) {
         errors.join("\n  ")
     );
 }
+
+/// Errors of a stage record against the project's draft-07 schema `schemas/<name>` (its refs
+/// resolve to the sibling files).
+pub fn record_schema_errors(name: &str, record: &Value) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../schemas")
+        .join(name)
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("schemas/{name}: {e}"));
+    let schema = read_json(&path);
+    let validator = jsonschema::options()
+        .with_draft(Draft::Draft7)
+        .with_base_uri(format!("file://{}", path.display()))
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("schema {} does not compile: {e}", path.display()));
+    validator
+        .iter_errors(record)
+        .map(|e| format!("{e} (at {})", e.instance_path()))
+        .collect()
+}

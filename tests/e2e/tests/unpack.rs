@@ -185,32 +185,6 @@ fn fixture_path(name: &str) -> PathBuf {
     fixture(name)
 }
 
-/// `check_tree_host`, except that its `all_paths` lists hard-link members a second time without
-/// their content, so for those it reports "found None": their contents are checked here
-/// directly instead (reported to the harness owner).
-fn layered_errors(root: &Path, exp: &TreeExpectation) -> Vec<String> {
-    let linked: Vec<&String> = exp.hardlinks.iter().flatten().collect();
-    let mut errs: Vec<String> = check_tree_host(root, exp)
-        .into_iter()
-        .filter(|e| {
-            !(e.ends_with("found None") && linked.iter().any(|l| e.starts_with(&format!("{l}:"))))
-        })
-        .collect();
-    for p in exp.present.iter().filter(|p| linked.contains(&&p.path)) {
-        if let Some(want) = &p.content {
-            let got = std::fs::read(root.join(p.path.trim_start_matches('/'))).unwrap_or_default();
-            if got != want.as_bytes() {
-                errs.push(format!(
-                    "{}: content {:?}, expected {want:?}",
-                    p.path,
-                    String::from_utf8_lossy(&got)
-                ));
-            }
-        }
-    }
-    errs
-}
-
 #[test]
 fn fixtures_match_umoci_as_root() {
     let ctx = Ctx::for_test(Profile::Root, Rt::Crun);
