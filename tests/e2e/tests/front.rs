@@ -20,23 +20,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Errors of a stage record against our draft-07 schema `schemas/<name>` (refs resolve to the
-/// sibling files through the file:// base URI).
-fn record_errors(schema: &str, record: &Value) -> Vec<String> {
-    let path = repo().join("schemas").join(schema).canonicalize().unwrap();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let schema: Value = serde_json::from_str(&text).unwrap();
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft7)
-        .with_base_uri(format!("file://{}", path.display()))
-        .build(&schema)
-        .unwrap_or_else(|e| panic!("schema {} does not compile: {e}", path.display()));
-    validator
-        .iter_errors(record)
-        .map(|e| format!("{e} (at {})", e.instance_path()))
-        .collect()
-}
-
 fn assert_record(schema: &str, out: &Output) -> Value {
     out.assert_code(0);
     let lines = out.lines();
@@ -47,7 +30,7 @@ fn assert_record(schema: &str, out: &Output) -> Value {
         out.stdout
     );
     let v: Value = serde_json::from_str(lines[0]).expect("record is JSON");
-    let errors = record_errors(schema, &v);
+    let errors = record_schema_errors(schema, &v);
     assert!(
         errors.is_empty(),
         "record does not match schemas/{schema}:\n  {}",
