@@ -145,9 +145,9 @@ pub fn parse(s: &str) -> Result<ImageRef> {
         }
         "docker" => bail!("malformed reference '{s}': the docker transport is spelt docker://NAME"),
         "docker-daemon" | "containers-storage" | "library" | "oras" | "shub" | "http" | "https"
-        | "dir" | "sif" | "oci-sif" => {
+        | "dir" | "oci-sif" => {
             bail!(
-                "unsupported transport '{transport}:' in '{s}' (oci-fetch reads oci:, oci-archive:, docker-archive: and docker://)"
+                "unsupported transport '{transport}:' in '{s}' (oci-fetch reads oci:, oci-archive:, docker-archive:, docker:// and sif:)"
             )
         }
         _ => bail!(
@@ -157,11 +157,11 @@ pub fn parse(s: &str) -> Result<ImageRef> {
 }
 
 /// The references oci-fetch reads, for messages.
-pub const SUPPORTED: &str =
-    "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG] or docker://NAME";
+pub const SUPPORTED: &str = "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], docker://NAME or a SIF file";
 
 /// What to tell a user whose reference has no transport. Singularity users pass image files
-/// and directories bare, so a path that names one gets a message about what it is.
+/// and directories bare, so a path that names one gets a message about what it is. (A file
+/// with the SIF header never gets here: oci-fetch reads it as a SIF.)
 pub fn without_transport(s: &str) -> String {
     let p = Path::new(s);
     let is_sif = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("sif")) || has_sif_header(p);
@@ -174,14 +174,13 @@ pub fn without_transport(s: &str) -> String {
         );
     }
     if is_sif || p.is_file() {
-        let what = match (is_sif, p.exists()) {
-            (true, true) => "is a SIF image",
-            (true, false) => "names a SIF image (no such file)",
-            _ => "is a file",
+        return match (is_sif, p.exists()) {
+            (true, true) => format!("'{s}' is not a SIF image: it has no SIF header"),
+            (true, false) => format!("'{s}' names a SIF image, but there is no such file"),
+            _ => format!(
+                "'{s}' is a file but not a SIF image; use {SUPPORTED} (a tar made by docker save is docker-archive:{s}, one of an OCI layout oci-archive:{s})"
+            ),
         };
-        return format!(
-            "'{s}' {what}, and SIF images are not supported; use {SUPPORTED} (a tar made by docker save is docker-archive:{s}, one of an OCI layout oci-archive:{s})"
-        );
     }
     format!("image reference '{s}' has no transport (use {SUPPORTED})")
 }
@@ -473,9 +472,12 @@ mod tests {
         std::fs::write(&sif, b"SIF_MAGIC").unwrap();
         let e = parse(sif.to_str().unwrap()).unwrap_err().to_string();
         assert!(
-            e.contains("is a SIF image, and SIF images are not supported"),
+            e.contains("is not a SIF image: it has no SIF header"),
             "{e}"
         );
+        let file = d.path().join("img.tar");
+        std::fs::write(&file, b"x").unwrap();
+        let e = parse(file.to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains("docker://NAME"), "{e}");
         let e = parse(d.path().to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains("sandbox directories are not supported"), "{e}");
@@ -488,7 +490,10 @@ mod tests {
         let e = parse(named.to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains("is a SIF image"), "{e}");
         let e = parse("missing.sif").unwrap_err().to_string();
-        assert!(e.contains("SIF images are not supported"), "{e}");
+        assert!(
+            e.contains("names a SIF image, but there is no such file"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -230,7 +230,7 @@ fn sif_files_and_directories_are_answered_with_what_is_supported() {
         b"#!/usr/bin/env run-singularity\nnot really a SIF",
     );
     ctx.front(&["exec", sif.to_str().unwrap(), "true"])
-        .assert_fatal("SIF images are not supported; use oci:DIR");
+        .assert_fatal("is not a SIF image: it has no SIF header");
     let sandbox = ctx.mkdir("sandbox");
     ctx.front(&["exec", sandbox.to_str().unwrap(), "true"])
         .assert_fatal("sandbox directories are not supported");
