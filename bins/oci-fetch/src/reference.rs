@@ -484,11 +484,15 @@ mod tests {
         std::fs::write(d.path().join("oci-layout"), b"{}").unwrap();
         let e = parse(d.path().to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains("is an OCI image layout: use oci:"), "{e}");
-        // A missing .sif is still named as one.
+        // SIF's launch line without the rest of the header, whatever the name.
         let named = d.path().join("image");
         std::fs::write(&named, b"#!/usr/bin/env run-singularity\n").unwrap();
         let e = parse(named.to_str().unwrap()).unwrap_err().to_string();
-        assert!(e.contains("is a SIF image"), "{e}");
+        assert!(
+            e.contains("is not a SIF image: it has no SIF header"),
+            "{e}"
+        );
+        // A missing .sif is still named as one.
         let e = parse("missing.sif").unwrap_err().to_string();
         assert!(
             e.contains("names a SIF image, but there is no such file"),
