@@ -118,6 +118,7 @@ pub fn eval_env_file(
         s: text.chars().collect(),
         i: 0,
         line: 1,
+        pending_newline: false,
         file,
     };
     loop {
@@ -165,6 +166,9 @@ struct Lexer<'a> {
     s: Vec<char>,
     i: usize,
     line: usize,
+    /// The newline that ended the previous command: counted when the next one is read, so an
+    /// error about a command names the line it is on.
+    pending_newline: bool,
     file: &'a str,
 }
 
@@ -178,6 +182,9 @@ impl Lexer<'_> {
 
     /// Read one command (a list of words up to a newline or `;`). `None` at end of input.
     fn command(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<Vec<String>>> {
+        if std::mem::take(&mut self.pending_newline) {
+            self.line += 1;
+        }
         let mut words = Vec::new();
         loop {
             // skip blanks
@@ -188,10 +195,11 @@ impl Lexer<'_> {
                 None => return Ok(if words.is_empty() { None } else { Some(words) }),
                 Some('\n') => {
                     self.i += 1;
-                    self.line += 1;
                     if !words.is_empty() {
+                        self.pending_newline = true;
                         return Ok(Some(words));
                     }
+                    self.line += 1;
                 }
                 Some(';') => {
                     self.i += 1;
@@ -681,6 +689,19 @@ mod tests {
         assert_eq!(parse_env_option("A=").unwrap(), kv(&[("A", "")]));
         assert_eq!(parse_env_option("A=x\ny").unwrap(), kv(&[("A", "x\ny")]));
         assert!(parse_env_option("novalue").is_err());
+    }
+
+    #[test]
+    fn env_file_errors_name_the_line_they_are_on() {
+        let none = |_: &str| None;
+        for (text, line) in [
+            ("A=1\nB=2\nnot-an-assignment\nC=3\n", 3),
+            ("\n\nA=1\n1X=2\n", 4),
+            ("A=1; B=2\nC=3 oops\n", 2),
+        ] {
+            let e = eval_env_file(text, "f", &none).unwrap_err().to_string();
+            assert!(e.contains(&format!("f: line {line}:")), "{text:?}: {e}");
+        }
     }
 
     #[test]
