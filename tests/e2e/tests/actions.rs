@@ -1057,3 +1057,19 @@ fn oci_bind_errors() {
         ctx.assert_no_leftovers();
     }
 }
+
+/// `--tmpfs-size` sizes the overlay's tmpfs (the starter's), so `--writable-tmpfs` can grow past
+/// the 64 MiB default, in both option forms.
+#[test]
+fn tmpfs_size_reaches_the_overlay() {
+    for ctx in matrix() {
+        for opt in [&["--tmpfs-size", "200"][..], &["--tmpfs-size=200"][..]] {
+            let mut o = opt.to_vec();
+            o.push("--writable-tmpfs");
+            exec(&ctx, &o, &["sh", "-c", "df -m / | tail -1"])
+                .assert_success()
+                .assert_stdout_contains(" 200 ");
+        }
+        ctx.assert_no_leftovers();
+    }
+}
