@@ -406,6 +406,8 @@ fn a_warm_exec_starts_only_the_stages_and_the_runtime() {
                 "oci-runtime-shim",
                 runtime,
                 "exe",
+                // The container's init (PID 1 of its PID namespace), then the command.
+                ".singularity-oci-init",
                 "true",
             ]
             .contains(&s.as_str())
