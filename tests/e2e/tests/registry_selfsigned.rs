@@ -106,3 +106,42 @@ fn self_signed_registry_through_a_connect_proxy() {
         );
     }
 }
+
+/// The front runs an image from the self-signed TLS + htpasswd registry, as root and as the test
+/// user with crun and runc; without the certificate it is one FATAL line and nothing is left.
+#[test]
+fn front_runs_from_a_docker_style_self_signed_registry() {
+    let dir = scratch("front");
+    let reg = Registry::tls_self_signed(&dir.join("reg"), "IP:127.0.0.1");
+    reg.push(&oci_ref("busybox"), "sioci/busybox:v1", false);
+    let r = reg.docker_ref("sioci/busybox:v1");
+    let cert_dir = reg.ca_dir().display().to_string();
+    for ctx in matrix() {
+        let cache = ctx.mkdir("cache-front");
+        let front = |args: &[&str]| {
+            ctx.front_cmd(args)
+                .env("SINGULARITY_CACHEDIR", cache.display().to_string())
+                .env("SINGULARITY_DOCKER_USERNAME", USER)
+                .env("SINGULARITY_DOCKER_PASSWORD", PASSWORD)
+                .timeout(Duration::from_secs(120))
+                .run()
+        };
+        front(&["exec", &r, "true"]).assert_fatal("not trusted");
+        ctx.assert_no_leftovers();
+        // Nothing half-written in the cache either.
+        let tmp = cache.join("cache/oci-launcher/tmp");
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "[{}] left in {}: {left:?}",
+            ctx.name,
+            tmp.display()
+        );
+        front(&["exec", "--cert-dir", &cert_dir, &r, "echo", "tls-ok"])
+            .assert_code(0)
+            .assert_stdout_eq("tls-ok\n");
+        ctx.assert_no_leftovers();
+    }
+}
