@@ -458,7 +458,11 @@ fn run_in(
             },
         );
     }
+    // The container's stdio is the runtime's, so the runtime's stderr cannot be captured here:
+    // its own words also go to its `--log`, read back when the container never started.
     let mut cmd = ctx.command(vec![
+        os("--log"),
+        os(dir.runtime_log()),
         os("run"),
         os("--bundle"),
         os(bundle),
@@ -468,12 +472,33 @@ fn run_in(
     ]);
     cmd.current_dir(bundle);
     crate::launcher::kill_with_shim(&mut cmd);
-    let outcome = proxy::run_with_proxy(&mut cmd)?;
+    let before = pid_file_identity(&pid_file);
+    let gate = proxy::StartGate::new(&pid_file, bundle);
+    let outcome = proxy::run_with_proxy(&mut cmd, Some(gate))?;
     if outcome.killed {
         // The runtime died before it could remove its state: do it for it.
         ctx.force_delete(&id);
+    } else if outcome.code != 0 && pid_file_identity(&pid_file) == before {
+        // crun and runc write the pid file only once the container's process has been set up
+        // (mounts, devices, the command found): without it the status is the runtime's, not the
+        // container's, and the failure is the launcher's.
+        ctx.force_delete(&id);
+        let said = std::fs::read_to_string(dir.runtime_log())
+            .ok()
+            .and_then(|t| last_line(&t))
+            .unwrap_or_else(|| format!("{} exited with {}", ctx.rt.name(), outcome.code));
+        bail!("the container did not start: {said}");
     }
     Ok(outcome.code)
+}
+
+/// What tells a pid file the runtime wrote during this run from one that was there before
+/// (a `--pid-file` the caller reuses): device, inode and modification time.
+fn pid_file_identity(p: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
 }
 
 fn create(g: &Global, bundle: &Path, pid_file: Option<PathBuf>, id: &str) -> Result<i32> {

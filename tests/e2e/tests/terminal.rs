@@ -200,3 +200,48 @@ fn sigterm_and_sigint_to_the_front() {
         ctx.assert_no_leftovers();
     }
 }
+
+/// The runtime fails before the container's process starts (a bind onto a file): a launcher
+/// failure, exit 255 with one FATAL line in the runtime's own words, with and without a
+/// terminal; the container's own status 1 still passes through as 1.
+#[test]
+fn runtime_failure_before_start_is_a_launcher_failure() {
+    for ctx in matrix() {
+        let file = ctx.write_file("not-a-dir", "x");
+        let bind = format!("{}:/tmp", file.display());
+        let img = oci_ref("busybox");
+        let out = ctx.front(&["exec", "--bind", &bind, &img, "true"]);
+        out.assert_code(255);
+        let fatal: Vec<&str> = out.stderr.lines().filter(|l| l.contains("FATAL")).collect();
+        assert_eq!(fatal.len(), 1, "[{}] stderr:\n{}", ctx.name, out.stderr);
+        assert!(
+            fatal[0].starts_with("FATAL: ") && fatal[0].to_lowercase().contains("not a directory"),
+            "[{}] stderr:\n{}",
+            ctx.name,
+            out.stderr
+        );
+        assert!(
+            out.stderr.trim_end().ends_with(fatal[0]),
+            "[{}] the FATAL line comes last:\n{}",
+            ctx.name,
+            out.stderr
+        );
+        ctx.front(&["exec", &img, "sh", "-c", "exit 1"])
+            .assert_code(1);
+        ctx.front(&["exec", "--no-init", &img, "sh", "-c", "exit 1"])
+            .assert_code(1);
+
+        let f = front(&ctx);
+        let mut t = Pty::spawn(&ctx, &f, &["exec", "--bind", &bind, &img, "true"]);
+        assert_eq!(t.wait(), 255, "[{}]\n{}", ctx.name, t.transcript());
+        let text = t.transcript();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "[{}]\n{text}", ctx.name);
+        assert!(
+            lines[0].starts_with("FATAL: ") && lines[0].to_lowercase().contains("not a directory"),
+            "[{}]\n{text}",
+            ctx.name
+        );
+        ctx.assert_no_leftovers();
+    }
+}
