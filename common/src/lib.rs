@@ -6,6 +6,8 @@
 //! the caller's identity and subordinate IDs, and the runtime state directory rules.
 
 pub mod bundlelock;
+pub mod bundleremoval;
+pub mod bundlesweep;
 pub mod cache;
 pub mod cgroupfix;
 pub mod cli;
@@ -15,6 +17,7 @@ pub mod fds;
 pub mod fsutil;
 pub mod identity;
 pub mod mountns;
+pub mod process;
 pub mod record;
 pub mod removal;
 pub mod runtime;

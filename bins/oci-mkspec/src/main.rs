@@ -161,6 +161,13 @@ fn run(args: cli::Args) -> Result<i32> {
 
     // Write the bundle; the writer removes everything it made if we return early.
     let mut w = bundle::Writer::open(&bundle_dir)?;
+    // First of all, so that a launcher killed from here on leaves a bundle the next run sweeps.
+    if let Some(text) = common::bundlesweep::marker_text(w.dev_ino) {
+        w.write(common::bundlesweep::MARKER, text.as_bytes(), 0o600)?;
+    }
+    if let Some(parent) = bundle_dir.parent() {
+        common::bundlesweep::sweep(parent);
+    }
     let rootfs_lower = if record.read_only {
         w.mkdir("rootfs", 0o755)?;
         if std::fs::read_dir(bundle_dir.join("rootfs"))?

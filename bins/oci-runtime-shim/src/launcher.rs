@@ -17,6 +17,7 @@
 //! run removed its bundle), the state directory.
 
 use anyhow::{Context, Result, bail};
+use common::process::start_ticks;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
@@ -28,7 +29,7 @@ const RECORD: &str = "launcher";
 
 /// The front exports its pid here for the chain it starts (the starter execs the shim in the
 /// same process, so the shim's parent is the front).
-pub const ENV_LAUNCHER_PID: &str = "_SINGULARITY_OCI_LAUNCHER_PID";
+pub const ENV_LAUNCHER_PID: &str = common::bundlesweep::ENV_LAUNCHER_PID;
 
 /// Die with SIGKILL when the parent process dies; fail when it is already gone.
 pub fn die_with_parent() -> Result<()> {
@@ -105,18 +106,6 @@ impl Watchdog {
     }
 }
 
-/// The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat): with
-/// the pid, it names one process even after the pid is reused.
-/// A zombie (killed, not yet reaped by whoever inherited it) counts as gone.
-fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    if matches!(fields.next(), Some("Z" | "X")) {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
-}
-
 /// Write `STATE_DIR/launcher`: the shim's and the watchdog's pid and start time, and whether the
 /// bundle is this run's to remove (and the device and inode it must still have, 0 0 unknown).
 pub fn record(
@@ -184,7 +173,7 @@ pub fn orphans(root: &Path) -> Vec<Orphan> {
         let [shim, shim_t, dog, dog_t, remove, dev, ino] = f[..] else {
             continue;
         };
-        let alive = |pid: u64, t: u64| start_ticks(pid as i32) == Some(t);
+        let alive = |pid: u64, t: u64| common::process::alive(pid as i32, t);
         if alive(shim, shim_t) || alive(dog, dog_t) {
             continue;
         }

@@ -207,3 +207,95 @@ fn a_shim_whose_launcher_is_already_gone_starts_nothing() {
         ctx.assert_no_leftovers();
     }
 }
+
+/// Kill the front (kill -9) while the bundle exists but before the shim has taken it over
+/// (as soon as oci-mkspec's launcher marker appears), or at a random moment of its start: the
+/// next run of the same user in the same TMPDIR sweeps the bundle, so within 5 s of it nothing
+/// is left. A bundle whose launcher still lives is never swept (the checks run while the
+/// next run's own launcher is alive, and the concurrent trial below keeps its bundle).
+const KILL_BEFORE_SHIM: &str = r#"
+front=$1 image=$2 tag=$3 delay=$4
+"$front" exec "$image" sh -c "sleep 600; : $tag" </dev/null >/dev/null 2>&1 &
+f=$!
+if [ "$delay" = marker ]; then
+    i=0
+    until ls "$TMPDIR"/singularity-oci.*/.singularity-oci.launcher >/dev/null 2>&1; do
+        i=$((i + 1)); [ $i -lt 3000 ] || { echo "no bundle marker appeared" >&2; exit 3; }
+        sleep 0.01
+    done
+else
+    sleep "$delay"
+fi
+kill -KILL "$f"
+wait "$f" 2>/dev/null
+exit 0
+"#;
+
+#[test]
+fn the_next_run_sweeps_a_bundle_whose_front_was_killed_before_the_shim() {
+    let mut rng = reliability::Rng::from_env("launcher_death_before_shim");
+    let front = prefix().join("bin/singularity-oci").display().to_string();
+    for ctx in matrix() {
+        // A warm cache, so that the random moments fall into fetch, unpack, mkspec and the start.
+        ctx.front(&["exec", &oci_ref("busybox"), "true"])
+            .assert_success();
+        for trial in 0..4 {
+            let tag = format!("sioci-preshim-{}-{trial}", std::process::id());
+            let delay = if trial < 2 {
+                "marker".to_string()
+            } else {
+                format!("0.{:03}", rng.range(0, 400))
+            };
+            ctx.cmd("sh")
+                .args(&[
+                    "-c",
+                    KILL_BEFORE_SHIM,
+                    "sh",
+                    &front,
+                    &oci_ref("busybox"),
+                    &tag,
+                    &delay,
+                ])
+                .timeout(Duration::from_secs(60))
+                .run()
+                .assert_success();
+            let killed = Instant::now();
+            // Give a shim that did start the moment its watchdog needs, then run again.
+            std::thread::sleep(Duration::from_millis(300));
+            let before = remains(&ctx, &tag, &ctx.state_root());
+            ctx.front(&["exec", &oci_ref("busybox"), "true"])
+                .assert_success();
+            let mut left = remains(&ctx, &tag, &ctx.state_root());
+            while !left.is_empty() && killed.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(50));
+                left = remains(&ctx, &tag, &ctx.state_root());
+            }
+            assert!(
+                left.is_empty(),
+                "[{}] kill -9 of the front ({delay}): still there 5 s later:\n  {}",
+                ctx.name,
+                left.join("\n  ")
+            );
+            eprintln!(
+                "[{}] kill -9 of the front ({delay}): {} left before the next run, clean after {:?}",
+                ctx.name,
+                before.len(),
+                killed.elapsed()
+            );
+            ctx.assert_no_leftovers();
+        }
+        // A live launcher's bundle is not swept by a run beside it.
+        let out = ctx
+            .cmd("sh")
+            .args(&[
+                "-c",
+                r#""$0" exec "$1" sh -c 'sleep 3; echo survived' & p=$!; sleep 1; "$0" exec "$1" true; wait $p"#,
+                &front,
+                &oci_ref("busybox"),
+            ])
+            .timeout(Duration::from_secs(60))
+            .run();
+        out.assert_success().assert_stdout_contains("survived");
+        ctx.assert_no_leftovers();
+    }
+}

@@ -1,0 +1,35 @@
+//! Naming one process over time: a pid and its start time, so a reused pid is not mistaken for
+//! the process that once had it.
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
+/// A zombie (killed, not yet reaped by whoever inherited it) counts as gone.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Is the process that had `pid` and started at `ticks` still running?
+pub fn alive(pid: i32, ticks: u64) -> bool {
+    start_ticks(pid) == Some(ticks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_lives_and_a_wrong_start_time_does_not() {
+        let me = std::process::id() as i32;
+        let t = start_ticks(me).expect("our own start time");
+        assert!(alive(me, t));
+        assert!(!alive(me, t + 1));
+        assert!(!alive(0, t));
+    }
+}
