@@ -14,6 +14,41 @@ use std::path::{Path, PathBuf};
 /// Version of the record format this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// What a record describes; serialised as its lowercase name in the `kind` field.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// An image verified into an OCI layout (`oci-fetch`).
+    Image,
+    /// A root filesystem applied from an image's layers (`oci-unpack`).
+    Rootfs,
+    /// A runtime bundle (`oci-mkspec`).
+    Bundle,
+    /// A created background container (`oci-conmon-create`).
+    Container,
+}
+
+impl Kind {
+    /// Every kind, so a test can check each has its schema.
+    pub const ALL: [Kind; 4] = [Kind::Image, Kind::Rootfs, Kind::Bundle, Kind::Container];
+
+    /// The name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Image => "image",
+            Kind::Rootfs => "rootfs",
+            Kind::Bundle => "bundle",
+            Kind::Container => "container",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An OCI content descriptor, as it appears in manifests.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -40,8 +75,8 @@ pub struct Platform {
 #[serde(rename_all = "camelCase")]
 pub struct ImageRecord {
     pub schema_version: u32,
-    /// Always `"image"`.
-    pub kind: String,
+    /// Always [`Kind::Image`].
+    pub kind: Kind,
     /// The reference exactly as the user gave it.
     pub reference: String,
     /// Normalised transport: `oci`, `oci-archive`, `docker-archive` or `docker`.
@@ -91,8 +126,8 @@ pub struct SifObject {
 #[serde(rename_all = "camelCase")]
 pub struct RootfsRecord {
     pub schema_version: u32,
-    /// Always `"rootfs"`.
-    pub kind: String,
+    /// Always [`Kind::Rootfs`].
+    pub kind: Kind,
     /// Absolute path of the root filesystem tree.
     pub rootfs: PathBuf,
     /// True when `rootfs` is a shared cache entry that must never be written to (the launcher
@@ -113,8 +148,8 @@ pub struct RootfsRecord {
 #[serde(rename_all = "camelCase")]
 pub struct BundleRecord {
     pub schema_version: u32,
-    /// Always `"bundle"`.
-    pub kind: String,
+    /// Always [`Kind::Bundle`].
+    pub kind: Kind,
     /// Absolute bundle directory.
     pub bundle: PathBuf,
     /// `DEV:INO` of the bundle directory when oci-mkspec opened it: a later removal
@@ -139,29 +174,230 @@ pub struct BundleRecord {
     pub rootfs: RootfsRecord,
 }
 
+/// Output of `oci-conmon-create`: a container created (not started) under conmon. It is also
+/// kept as `conmon.json` in the container's state directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRecord {
+    pub schema_version: u32,
+    /// Always [`Kind::Container`].
+    pub kind: Kind,
+    pub id: String,
+    /// The runtime's status of the container when the record was written.
+    pub status: ContainerStatus,
+    /// The container's init process, as the runtime wrote it.
+    pub pid: i32,
+    /// The conmon monitor.
+    pub conmon_pid: i32,
+    /// Absolute bundle directory.
+    pub bundle: PathBuf,
+    /// `<root>/containers/<id>`: the container's private state directory.
+    pub state_dir: PathBuf,
+    /// The runtime executable that created the container; later operations use the same one.
+    pub runtime: PathBuf,
+    /// The runtime's `--root`.
+    pub runtime_root: PathBuf,
+    pub log_path: PathBuf,
+    pub log_format: LogFormat,
+    /// conmon's attach socket (conmon puts it in the bundle).
+    pub attach_socket: PathBuf,
+    /// Where conmon writes the exit status.
+    pub exit_file: PathBuf,
+    /// Whether the container has a terminal (`process.terminal` of the bundle).
+    pub terminal: bool,
+    /// `--pid-file`, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// A container's status, with the runtime-spec state names.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerStatus {
+    Creating,
+    Created,
+    Running,
+    Stopped,
+    /// runc and crun report a frozen container as `paused`.
+    Paused,
+}
+
+/// The container log's format: conmon writes only the CRI one to a file.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One `TIME STREAM F|P TEXT` line per record.
+    #[default]
+    #[serde(rename = "k8s-file")]
+    K8sFile,
+}
+
+impl ImageRecord {
+    /// An image record of this schema version. Its identity `digest` is the manifest's, and the
+    /// platform the one the configuration names; [`ImageRecord::with_platform`] replaces it when
+    /// an index said more, [`ImageRecord::with_sif`] names the SIF file the layers are in.
+    pub fn new(
+        reference: impl Into<String>,
+        transport: impl Into<String>,
+        layout: PathBuf,
+        manifest: Descriptor,
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+        image_config: serde_json::Value,
+    ) -> Self {
+        ImageRecord {
+            schema_version: SCHEMA_VERSION,
+            kind: Kind::Image,
+            reference: reference.into(),
+            transport: transport.into(),
+            digest: manifest.digest.clone(),
+            layout,
+            manifest,
+            config,
+            layers,
+            platform: Platform::of_config(&image_config),
+            image_config,
+            sif: None,
+        }
+    }
+
+    pub fn with_platform(mut self, platform: Platform) -> Self {
+        self.platform = platform;
+        self
+    }
+
+    pub fn with_sif(mut self, sif: SifSource) -> Self {
+        self.sif = Some(sif);
+        self
+    }
+}
+
+impl Platform {
+    /// The platform an image configuration names (`os`, `architecture`, `variant`); a missing
+    /// name is empty.
+    pub fn of_config(config: &serde_json::Value) -> Self {
+        let s = |k: &str| config.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        Platform {
+            os: s("os").unwrap_or_default(),
+            architecture: s("architecture").unwrap_or_default(),
+            variant: s("variant"),
+        }
+    }
+}
+
+impl RootfsRecord {
+    /// A rootfs record of this schema version for the tree `rootfs` built from `image`.
+    pub fn new(
+        rootfs: PathBuf,
+        read_only: bool,
+        cached: bool,
+        ownership: impl Into<String>,
+        image: ImageRecord,
+    ) -> Self {
+        RootfsRecord {
+            schema_version: SCHEMA_VERSION,
+            kind: Kind::Rootfs,
+            rootfs,
+            read_only,
+            cached,
+            ownership: ownership.into(),
+            image,
+        }
+    }
+}
+
+impl BundleRecord {
+    /// A bundle record of this schema version for the bundle directory `bundle` (identified by
+    /// `bundle_inode`, `DEV:INO`) with its `config.json` at `config`, made from `rootfs`, whose
+    /// process is `uid:gid` running `args`. No generated `/etc` files, no lower tree and no inner
+    /// user namespace until set.
+    pub fn new(
+        bundle: PathBuf,
+        bundle_inode: String,
+        config: PathBuf,
+        rootfs: RootfsRecord,
+        uid: u32,
+        gid: u32,
+        args: Vec<String>,
+    ) -> Self {
+        BundleRecord {
+            schema_version: SCHEMA_VERSION,
+            kind: Kind::Bundle,
+            bundle,
+            config,
+            bundle_inode,
+            rootfs_lower: None,
+            etc_files: Vec::new(),
+            uid,
+            gid,
+            args,
+            inner_userns: false,
+            rootfs,
+        }
+    }
+}
+
+/// Where a conmon-created container lives: what [`ContainerRecord::created`] needs besides the
+/// container's processes.
+#[derive(Debug, Clone)]
+pub struct ContainerPlace {
+    pub id: String,
+    pub bundle: PathBuf,
+    /// The runtime executable and its `--root`.
+    pub runtime: PathBuf,
+    pub runtime_root: PathBuf,
+    /// `<runtime_root>/containers/<id>`.
+    pub state_dir: PathBuf,
+}
+
+impl ContainerRecord {
+    /// The record of a container just created at `place` with init `pid` under conmon
+    /// `conmon_pid`: status `created`, the default log in the state directory, the attach socket
+    /// and exit file where conmon puts them, no terminal and no pid file until set.
+    pub fn created(place: ContainerPlace, pid: i32, conmon_pid: i32) -> Self {
+        use crate::conmon::{ATTACH_SOCKET, CONTAINER_LOG, EXIT_FILE};
+        ContainerRecord {
+            schema_version: SCHEMA_VERSION,
+            kind: Kind::Container,
+            status: ContainerStatus::Created,
+            pid,
+            conmon_pid,
+            log_path: place.state_dir.join(CONTAINER_LOG),
+            log_format: LogFormat::K8sFile,
+            attach_socket: place.bundle.join(ATTACH_SOCKET),
+            exit_file: place.state_dir.join(EXIT_FILE),
+            terminal: false,
+            pid_file: None,
+            id: place.id,
+            bundle: place.bundle,
+            state_dir: place.state_dir,
+            runtime: place.runtime,
+            runtime_root: place.runtime_root,
+        }
+    }
+}
+
 /// Records carry a kind so a stage fed the wrong record can say so.
 pub trait Record: Serialize + DeserializeOwned {
-    const KIND: &'static str;
+    const KIND: Kind;
     fn schema_version(&self) -> u32;
 }
 
-impl Record for ImageRecord {
-    const KIND: &'static str = "image";
-    fn schema_version(&self) -> u32 {
-        self.schema_version
-    }
+macro_rules! record_kind {
+    ($($t:ty => $kind:expr),* $(,)?) => {$(
+        impl Record for $t {
+            const KIND: Kind = $kind;
+            fn schema_version(&self) -> u32 {
+                self.schema_version
+            }
+        }
+    )*};
 }
-impl Record for RootfsRecord {
-    const KIND: &'static str = "rootfs";
-    fn schema_version(&self) -> u32 {
-        self.schema_version
-    }
-}
-impl Record for BundleRecord {
-    const KIND: &'static str = "bundle";
-    fn schema_version(&self) -> u32 {
-        self.schema_version
-    }
+
+record_kind! {
+    ImageRecord => Kind::Image,
+    RootfsRecord => Kind::Rootfs,
+    BundleRecord => Kind::Bundle,
+    ContainerRecord => Kind::Container,
 }
 
 /// Largest record a stage accepts (records are small; this stops a stray binary on stdin).
@@ -183,7 +419,7 @@ pub fn parse_record<T: Record>(bytes: &[u8], source: &str) -> Result<T> {
         None => bail!("{source} has no schemaVersion: not a singularity-oci record"),
     }
     match obj.get("kind").and_then(|v| v.as_str()) {
-        Some(k) if k == T::KIND => {}
+        Some(k) if k == T::KIND.as_str() => {}
         Some(k) => bail!(
             "{source} is a '{k}' record, but this stage reads a '{}' record",
             T::KIND
@@ -250,30 +486,36 @@ mod tests {
     use super::*;
 
     fn image() -> ImageRecord {
-        ImageRecord {
-            schema_version: SCHEMA_VERSION,
-            kind: "image".into(),
-            reference: "oci:/x:latest".into(),
-            transport: "oci".into(),
-            digest: "sha256:00".into(),
-            layout: "/x".into(),
-            manifest: Descriptor {
+        ImageRecord::new(
+            "oci:/x:latest",
+            "oci",
+            "/x".into(),
+            Descriptor {
                 media_type: "application/vnd.oci.image.manifest.v1+json".into(),
                 digest: "sha256:00".into(),
                 size: 1,
                 annotations: None,
             },
-            config: Descriptor {
+            Descriptor {
                 media_type: "application/vnd.oci.image.config.v1+json".into(),
                 digest: "sha256:01".into(),
                 size: 1,
                 annotations: None,
             },
-            layers: vec![],
-            platform: Platform::default(),
-            image_config: serde_json::json!({}),
-            sif: None,
-        }
+            vec![],
+            serde_json::json!({"os": "linux", "architecture": "amd64"}),
+        )
+    }
+
+    fn container() -> ContainerRecord {
+        let place = ContainerPlace {
+            id: "c1".into(),
+            bundle: "/b".into(),
+            runtime: "/usr/bin/crun".into(),
+            runtime_root: "/run/s".into(),
+            state_dir: "/run/s/containers/c1".into(),
+        };
+        ContainerRecord::created(place, 42, 41)
     }
 
     #[test]
@@ -290,6 +532,64 @@ mod tests {
         v["schemaVersion"] = 99.into();
         let e = parse_record::<ImageRecord>(v.to_string().as_bytes(), "stdin").unwrap_err();
         assert!(e.to_string().contains("schemaVersion 99"), "{e}");
+    }
+
+    #[test]
+    fn constructors_fill_schema_version_and_kind() {
+        let v = serde_json::to_value(image()).unwrap();
+        assert_eq!(
+            (&v["schemaVersion"], &v["kind"]),
+            (&1.into(), &"image".into())
+        );
+        assert_eq!(v["digest"], "sha256:00");
+        assert_eq!(
+            v["platform"],
+            serde_json::json!({"os": "linux", "architecture": "amd64"})
+        );
+        let rootfs = RootfsRecord::new("/r".into(), true, false, "keep", image());
+        let v = serde_json::to_value(&rootfs).unwrap();
+        assert_eq!(
+            (&v["schemaVersion"], &v["kind"]),
+            (&1.into(), &"rootfs".into())
+        );
+        let bundle = BundleRecord::new(
+            "/b".into(),
+            "1:2".into(),
+            "/b/config.json".into(),
+            rootfs,
+            0,
+            0,
+            vec!["id".into()],
+        );
+        let v = serde_json::to_value(&bundle).unwrap();
+        assert_eq!(
+            (&v["schemaVersion"], &v["kind"]),
+            (&1.into(), &"bundle".into())
+        );
+        let v = serde_json::to_value(container()).unwrap();
+        assert_eq!(
+            (&v["schemaVersion"], &v["kind"]),
+            (&1.into(), &"container".into())
+        );
+    }
+
+    #[test]
+    fn container_record_keeps_its_field_names_and_order() {
+        let json = serde_json::to_string(&container()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"schemaVersion":1,"kind":"container","id":"c1","status":"created","pid":42,"conmonPid":41,"bundle":"/b","stateDir":"/run/s/containers/c1","runtime":"/usr/bin/crun","runtimeRoot":"/run/s","logPath":"/run/s/containers/c1/container.log","logFormat":"k8s-file","attachSocket":"/b/attach","exitFile":"/run/s/containers/c1/exit","terminal":false}"#
+        );
+        let back: ContainerRecord = parse_record(json.as_bytes(), "conmon.json").unwrap();
+        assert_eq!(back, container());
+    }
+
+    #[test]
+    fn an_unknown_kind_is_named() {
+        let mut v = serde_json::to_value(image()).unwrap();
+        v["kind"] = "volume".into();
+        let e = parse_record::<ImageRecord>(v.to_string().as_bytes(), "stdin").unwrap_err();
+        assert!(e.to_string().contains("'volume' record"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod options;
 use anyhow::{Context, Result, bail};
 use common::cli::Tool;
 use common::conmon as files;
-use serde::Serialize;
+use common::record::{ContainerPlace, ContainerRecord};
 use std::path::{Path, PathBuf};
 
 const TOOL: Tool = Tool {
@@ -43,29 +43,6 @@ Unprivileged users run it inside their outer namespaces:
 See oci-conmon-create(1).
 ",
 };
-
-/// What the tool prints: one line of JSON describing the new container.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ContainerRecord {
-    schema_version: u32,
-    kind: &'static str,
-    id: String,
-    status: &'static str,
-    pid: i32,
-    conmon_pid: i32,
-    bundle: PathBuf,
-    state_dir: PathBuf,
-    runtime: PathBuf,
-    runtime_root: PathBuf,
-    log_path: PathBuf,
-    log_format: &'static str,
-    attach_socket: PathBuf,
-    exit_file: PathBuf,
-    terminal: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pid_file: Option<PathBuf>,
-}
 
 fn main() {
     // conmon calls this executable back for the runtime and for the exit command; those modes
@@ -139,23 +116,18 @@ fn create(o: options::Options) -> Result<()> {
         common::fsutil::atomic_write(f, created.pid.to_string().as_bytes(), 0o644)
             .with_context(|| format!("cannot write the pid file {}", f.display()))?;
     }
-    let record = ContainerRecord {
-        schema_version: common::record::SCHEMA_VERSION,
-        kind: "container",
+    let place = ContainerPlace {
         id: o.id.clone(),
-        status: "created",
-        pid: created.pid,
-        conmon_pid: created.conmon_pid,
         bundle: bundle.path.clone(),
-        state_dir: sd.clone(),
         runtime: runtime.path.clone(),
         runtime_root: root.clone(),
+        state_dir: sd.clone(),
+    };
+    let record = ContainerRecord {
         log_path,
-        log_format: "k8s-file",
-        attach_socket: bundle.path.join(files::ATTACH_SOCKET),
-        exit_file: sd.join(files::EXIT_FILE),
         terminal: bundle.terminal,
         pid_file,
+        ..ContainerRecord::created(place, created.pid, created.conmon_pid)
     };
     let json = serde_json::to_string(&record)?;
     write_state_file(&sd.join(files::CREATE_RECORD), json.as_bytes())?;

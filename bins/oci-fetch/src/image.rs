@@ -6,7 +6,7 @@ use crate::progress::Progress;
 use crate::store::{self, BlobSource, Store, Transient, read_limited};
 use anyhow::{Context, Result, bail};
 use common::digest::Digest;
-use common::record::{Descriptor, ImageRecord, SCHEMA_VERSION};
+use common::record::{Descriptor, ImageRecord, Platform};
 
 /// The document a reference points at (a manifest or an index).
 pub struct Top {
@@ -213,26 +213,24 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
         .fetch_all(&layers, src, opts.progress, opts.jobs)
         .map_err(|e| explain_foreign(e, &layers, store))?;
 
-    let manifest_digest = manifest_desc.digest.clone();
-    let record = ImageRecord {
-        schema_version: SCHEMA_VERSION,
-        kind: "image".into(),
-        reference: opts.reference.to_string(),
-        transport: opts.transport.to_string(),
-        digest: manifest_digest.clone(),
-        layout: store.layout(),
-        manifest: Descriptor {
-            media_type: manifest_desc.media_type.clone(),
-            digest: manifest_digest,
-            size: manifest_desc.size,
-            annotations: None,
-        },
-        config: config_desc.to_record(),
-        layers: layers.iter().map(RawDescriptor::to_record).collect(),
-        platform: media::record_platform(platform.as_ref(), &image_config),
-        image_config,
-        sif: None,
+    let manifest = Descriptor {
+        media_type: manifest_desc.media_type.clone(),
+        digest: manifest_desc.digest.clone(),
+        size: manifest_desc.size,
+        annotations: None,
     };
+    let mut record = ImageRecord::new(
+        opts.reference,
+        opts.transport,
+        store.layout(),
+        manifest,
+        config_desc.to_record(),
+        layers.iter().map(RawDescriptor::to_record).collect(),
+        image_config,
+    );
+    if let Some(p) = &platform {
+        record = record.with_platform(p.to_record());
+    }
     Ok(Fetched {
         record,
         top_digest,
@@ -243,7 +241,7 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
 /// An image without an index has one platform, named in its config: say so when it is not the
 /// one wanted (an error when the user asked for a platform, a warning for the host default).
 fn check_single_platform(config: &serde_json::Value, opts: &Options) -> Result<()> {
-    let p = media::record_platform(None, config);
+    let p = Platform::of_config(config);
     if p.os.is_empty() || p.architecture.is_empty() {
         return Ok(());
     }

@@ -44,7 +44,7 @@ pub fn print(record: &ImageRecord) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::record::{Descriptor, Platform};
+    use common::record::Descriptor;
 
     fn record(config: Value) -> ImageRecord {
         let d = Descriptor {
@@ -53,20 +53,7 @@ mod tests {
             size: 0,
             annotations: None,
         };
-        ImageRecord {
-            schema_version: 1,
-            kind: "image".into(),
-            reference: "oci:x".into(),
-            transport: "oci".into(),
-            digest: String::new(),
-            layout: "/l".into(),
-            manifest: d.clone(),
-            config: d,
-            layers: vec![],
-            platform: Platform::default(),
-            image_config: config,
-            sif: None,
-        }
+        ImageRecord::new("oci:x", "oci", "/l".into(), d.clone(), d, vec![], config)
     }
 
     #[test]

@@ -359,20 +359,15 @@ pub fn select_platform<'a>(
     )
 }
 
-/// The platform recorded for an image: the index entry's, else the config's.
-pub fn record_platform(from_index: Option<&RawPlatform>, config: &serde_json::Value) -> Platform {
-    if let Some(p) = from_index {
-        return Platform {
-            os: p.os.clone(),
-            architecture: p.architecture.clone(),
-            variant: p.variant.clone(),
-        };
-    }
-    let s = |k: &str| config.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    Platform {
-        os: s("os").unwrap_or_default(),
-        architecture: s("architecture").unwrap_or_default(),
-        variant: s("variant"),
+impl RawPlatform {
+    /// The platform an index entry names, as the image record carries it (it wins over the
+    /// configuration's, which is what a record says without an index).
+    pub fn to_record(&self) -> Platform {
+        Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: self.variant.clone(),
+        }
     }
 }
 

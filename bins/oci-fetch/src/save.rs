@@ -157,7 +157,6 @@ fn entry_names(path: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::record::Platform;
 
     fn put(layout: &Path, bytes: &[u8], media: &str) -> Descriptor {
         let d = Digest::of_bytes(bytes);
@@ -184,20 +183,15 @@ mod tests {
             "application/vnd.oci.image.config.v1+json",
         );
         let layer = put(layout, b"layer", "application/vnd.oci.image.layer.v1.tar");
-        ImageRecord {
-            schema_version: 1,
-            kind: "image".into(),
-            reference: "oci:x".into(),
-            transport: "oci".into(),
-            digest: manifest.digest.clone(),
-            layout: layout.to_path_buf(),
+        ImageRecord::new(
+            "oci:x",
+            "oci",
+            layout.to_path_buf(),
             manifest,
             config,
-            layers: vec![layer.clone(), layer],
-            platform: Platform::default(),
-            image_config: serde_json::json!({}),
-            sif: None,
-        }
+            vec![layer.clone(), layer],
+            serde_json::json!({}),
+        )
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use anyhow::{Context, Result, bail};
 use common::cache::Cache;
 use common::digest::Digest;
-use common::record::{Descriptor, ImageRecord, Platform, SCHEMA_VERSION, SifObject, SifSource};
+use common::record::{Descriptor, ImageRecord, Platform, SifObject, SifSource};
 use common::sif::{self, Sif};
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
@@ -139,29 +139,28 @@ pub fn synthesized_record(
         .as_str()
         .unwrap_or("unknown")
         .to_string();
-    Ok(ImageRecord {
-        schema_version: SCHEMA_VERSION,
-        kind: "image".into(),
-        reference: reference.into(),
-        transport: transport.into(),
-        digest: manifest_digest.clone(),
-        layout: src.path.clone(),
-        manifest: Descriptor {
-            media_type: MANIFEST.into(),
-            digest: manifest_digest,
-            size: manifest_bytes.len() as u64,
-            annotations: None,
-        },
+    let manifest = Descriptor {
+        media_type: MANIFEST.into(),
+        digest: manifest_digest,
+        size: manifest_bytes.len() as u64,
+        annotations: None,
+    };
+    let platform = Platform {
+        os: "linux".into(),
+        architecture: arch,
+        variant: None,
+    };
+    Ok(ImageRecord::new(
+        reference,
+        transport,
+        src.path.clone(),
+        manifest,
         config,
-        layers: vec![layer],
-        platform: Platform {
-            os: "linux".into(),
-            architecture: arch,
-            variant: None,
-        },
+        vec![layer],
         image_config,
-        sif: Some(src),
-    })
+    )
+    .with_platform(platform)
+    .with_sif(src))
 }
 
 /// sha256 of one object of the file, read in large chunks.

@@ -206,18 +206,18 @@ fn run(args: cli::Args) -> Result<i32> {
     make_workdir_dirs(&built.workdir_dirs)?;
 
     let rec = BundleRecord {
-        schema_version: record::SCHEMA_VERSION,
-        kind: "bundle".into(),
-        bundle: bundle_dir.clone(),
-        bundle_inode: format!("{}:{}", w.dev_ino.0, w.dev_ino.1),
-        config,
         rootfs_lower,
         etc_files: etc_paths,
-        uid: built.uid,
-        gid: built.gid,
-        args: built.args,
         inner_userns: built.inner_userns,
-        rootfs: record,
+        ..BundleRecord::new(
+            bundle_dir.clone(),
+            format!("{}:{}", w.dev_ino.0, w.dev_ino.1),
+            config,
+            record,
+            built.uid,
+            built.gid,
+            built.args,
+        )
     };
     record::print_record(&rec)?;
     w.commit();

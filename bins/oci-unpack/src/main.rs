@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use common::cli::Tool;
 use common::digest::Digest;
-use common::record::{ImageRecord, RootfsRecord, SCHEMA_VERSION, print_record, read_record};
+use common::record::{ImageRecord, RootfsRecord, print_record, read_record};
 use oci_unpack::cache;
 use oci_unpack::ownership::{self, Ownership, Place};
 use oci_unpack::unpack::{DEFAULT_MAX_SIZE, TempTree, unpack_into};
@@ -80,15 +80,7 @@ fn rootfs_record(
     cached: bool,
     o: Ownership,
 ) -> RootfsRecord {
-    RootfsRecord {
-        schema_version: SCHEMA_VERSION,
-        kind: "rootfs".into(),
-        rootfs,
-        read_only: ro,
-        cached,
-        ownership: o.as_str().into(),
-        image,
-    }
+    RootfsRecord::new(rootfs, ro, cached, o.as_str(), image)
 }
 
 fn unpack_cached(

@@ -114,3 +114,152 @@ pub fn record_schema_errors(name: &str, record: &Value) -> Vec<String> {
         .map(|e| format!("{e} (at {})", e.instance_path()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::record_schema_errors;
+    use common::record::{
+        BundleRecord, ContainerPlace, ContainerRecord, Descriptor, ImageRecord, Kind, Record,
+        RootfsRecord, SifObject, SifSource,
+    };
+    use serde_json::Value;
+
+    fn descriptor(media_type: &str, byte: char) -> Descriptor {
+        Descriptor {
+            media_type: media_type.into(),
+            digest: format!("sha256:{}", byte.to_string().repeat(64)),
+            size: 2,
+            annotations: None,
+        }
+    }
+
+    fn image() -> ImageRecord {
+        ImageRecord::new(
+            "oci:/l:latest",
+            "oci",
+            "/l".into(),
+            descriptor("application/vnd.oci.image.manifest.v1+json", 'a'),
+            descriptor("application/vnd.oci.image.config.v1+json", 'b'),
+            vec![descriptor(
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                'c',
+            )],
+            serde_json::json!({"os": "linux", "architecture": "amd64"}),
+        )
+    }
+
+    fn rootfs() -> RootfsRecord {
+        RootfsRecord::new("/c/rootfs/k/rootfs".into(), true, false, "keep", image())
+    }
+
+    fn bundle() -> BundleRecord {
+        BundleRecord {
+            rootfs_lower: Some("/c/rootfs/k/rootfs".into()),
+            etc_files: vec!["/b/etc/passwd".into()],
+            ..BundleRecord::new(
+                "/b".into(),
+                "1:2".into(),
+                "/b/config.json".into(),
+                rootfs(),
+                1000,
+                1000,
+                vec!["id".into()],
+            )
+        }
+    }
+
+    fn container() -> ContainerRecord {
+        let place = ContainerPlace {
+            id: "c1".into(),
+            bundle: "/b".into(),
+            runtime: "/usr/bin/crun".into(),
+            runtime_root: "/run/singularity-oci".into(),
+            state_dir: "/run/singularity-oci/containers/c1".into(),
+        };
+        ContainerRecord {
+            terminal: true,
+            pid_file: Some("/tmp/c1.pid".into()),
+            ..ContainerRecord::created(place, 42, 41)
+        }
+    }
+
+    /// The schema file of a kind of record: `schemas/<kind>-record.schema.json`.
+    fn schema_of(kind: Kind) -> String {
+        format!("{kind}-record.schema.json")
+    }
+
+    fn assert_valid<T: Record>(record: &T) -> Value {
+        let v = serde_json::to_value(record).unwrap();
+        let errors = record_schema_errors(&schema_of(T::KIND), &v);
+        assert!(
+            errors.is_empty(),
+            "{}:\n  {}\n{v}",
+            T::KIND,
+            errors.join("\n  ")
+        );
+        v
+    }
+
+    #[test]
+    fn every_kind_of_record_built_by_its_constructor_validates() {
+        assert_valid(&image());
+        assert_valid(&rootfs());
+        assert_valid(&bundle());
+        assert_valid(&container());
+        let plain = ContainerRecord {
+            pid_file: None,
+            ..container()
+        };
+        assert_valid(&plain);
+    }
+
+    #[test]
+    fn every_kind_has_a_schema_that_names_it() {
+        for kind in Kind::ALL {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../schemas")
+                .join(schema_of(kind));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let schema: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(schema["properties"]["kind"]["const"], kind.as_str());
+            assert_eq!(schema["properties"]["schemaVersion"]["const"], 1);
+        }
+    }
+
+    #[test]
+    fn a_sif_image_record_validates() {
+        let sif = SifSource {
+            path: "/i.sif".into(),
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: 4,
+            ctime_ns: 5,
+            objects: vec![SifObject { offset: 0, size: 2 }],
+        };
+        let mut r = image().with_sif(sif);
+        r.transport = "sif".into();
+        assert_valid(&r);
+    }
+
+    /// The schemas are strict: a record with a wrong kind, a foreign field or a missing one is
+    /// refused, so a test that validates records notices a change of format.
+    #[test]
+    fn the_container_schema_refuses_what_the_reader_would() {
+        let good = serde_json::to_value(container()).unwrap();
+        let schema = schema_of(Kind::Container);
+        let mut wrong_kind = good.clone();
+        wrong_kind["kind"] = "bundle".into();
+        assert!(!record_schema_errors(&schema, &wrong_kind).is_empty());
+        let mut extra = good.clone();
+        extra["surprise"] = true.into();
+        assert!(!record_schema_errors(&schema, &extra).is_empty());
+        let mut missing = good.clone();
+        missing.as_object_mut().unwrap().remove("conmonPid");
+        assert!(!record_schema_errors(&schema, &missing).is_empty());
+        let mut relative = good;
+        relative["stateDir"] = "containers/c1".into();
+        assert!(!record_schema_errors(&schema, &relative).is_empty());
+    }
+}
