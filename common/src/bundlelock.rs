@@ -1,6 +1,6 @@
 //! The bundle lock: one container per bundle, from `create` until `delete`.
 //!
-//! As in SingularityCE (behaviour doc §1.1) the lock is a marker file
+//! As in SingularityCE (its `oci` commands' bundle lock) the lock is a marker file
 //! `<bundle>/.singularity-oci.lock`, created and removed while holding an flock on the bundle
 //! directory, so two creates racing on one bundle cannot both win. Unlike SingularityCE the marker
 //! names its holder, two lines `id=ID` and `root=STATE_ROOT` (the format `oci-runtime-shim`

@@ -7,7 +7,7 @@
 //! that wants to `exec` into the container must run the runtime *inside that same* outer
 //! namespace: the runtime's `setns` into the container's namespaces needs CAP_SYS_ADMIN over
 //! them, which only the outer namespace's root has (a fresh starter namespace is a sibling and
-//! gets EPERM; see platform-notes §1).
+//! gets EPERM).
 //!
 //! From the host (initial) user namespace, the owner of the outer namespace (our host uid) has
 //! every capability in it, so `setns(CLONE_NEWUSER)` works without privileges. Credentials are

@@ -1,4 +1,6 @@
-//! Process capabilities (behaviour doc §3.4, e2e masks §5.3).
+//! Process capabilities: SingularityCE's OCI defaults (none for a user, the runtime's default
+//! set for root), `--keep-privs`, `--no-privs`, `--add-caps` and `--drop-caps`. The tests pin
+//! the five `/proc/self/status` masks SingularityCE's own capability tests expect.
 
 use serde_json::{Value, json};
 
@@ -210,7 +212,8 @@ mod tests {
         assert_eq!(mask_of(&d), DEFAULT);
     }
 
-    // The §5.3 ociCapabilities masks: [Inh, Prm, Eff, Amb, Bnd].
+    // The masks SingularityCE's ociCapabilities tests read from /proc/self/status, per case:
+    // [Inh, Prm, Eff, Amb, Bnd].
     #[test]
     fn e2e_masks() {
         let f = (1u64 << 41) - 1;

@@ -1,4 +1,6 @@
-//! The container environment (behaviour doc §3.4 "Environment").
+//! The container environment, merged as SingularityCE's OCI launcher does: the image's, then
+//! `--env-file`, `SINGULARITYENV_`/`APPTAINERENV_` and `--env` (later wins), the PATH and
+//! LD_LIBRARY_PATH rules, and which host variables pass in each mode.
 
 use anyhow::{Result, bail};
 
@@ -500,9 +502,10 @@ pub fn build(i: &EnvInputs, warn: &mut dyn FnMut(String)) -> Vec<String> {
     env.to_strings()
 }
 
-/// `--no-compat` passes the host environment, except what belongs to the launcher. Beyond
-/// Singularity (quirk §9.13): its own `SINGULARITY_*`/`APPTAINER_*` settings and the internal
-/// `_SINGULARITY_*`/`_CONTAINERS_ROOTLESS_*` markers are not passed either.
+/// `--no-compat` passes the host environment, except what belongs to the launcher. Unlike
+/// SingularityCE, which passes everything, its own `SINGULARITY_*`/`APPTAINER_*` settings and
+/// the internal `_SINGULARITY_*`/`_CONTAINERS_ROOTLESS_*` markers are not passed either: they
+/// describe the launcher's host side, and a nested launcher would misread them.
 fn host_var_passes_no_compat(k: &str) -> bool {
     !(k.starts_with("SINGULARITYENV_")
         || k.starts_with("APPTAINERENV_")

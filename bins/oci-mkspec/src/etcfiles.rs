@@ -1,4 +1,5 @@
-//! The generated `/etc/passwd`, `/etc/group` and `/etc/resolv.conf` (behaviour doc §3.4).
+//! The generated `/etc/passwd`, `/etc/group` and `/etc/resolv.conf`: the image's files with the
+//! caller's user and group added, and the host's name servers, as SingularityCE writes them.
 
 use anyhow::{Result, bail};
 use common::identity::{PasswdEntry, parse_passwd_line};

@@ -1,4 +1,7 @@
-//! `mounts` of config.json, in Singularity's order (behaviour doc §3.3 rows 1–12, 15, 18–20).
+//! `mounts` of config.json, in the order SingularityCE's OCI launcher adds them
+//! (`mounts_linux.go`). The numbered steps below keep its numbering, so the two read side by
+//! side; the missing numbers (13 ROCm, 14 NVIDIA, 16 the native-SIF environment script, 17 CDI
+//! devices) are mounts this launcher does not make.
 
 use crate::binds::Bind;
 use anyhow::{Result, bail};
@@ -67,7 +70,9 @@ pub struct MountInputs<'a> {
     pub scratch: &'a [String],
     pub workdir: Option<&'a Path>,
     pub binds: &'a [Bind],
-    /// `--mount` binds (also added as system binds in --no-compat, but only once: quirk §9.7).
+    /// `--mount` binds. In --no-compat SingularityCE adds them twice (as system binds and as
+    /// user binds); here they are mounted once, since a second identical mount only hides the
+    /// first.
     pub system_binds: &'a [Bind],
     pub host_cwd: &'a str,
     pub containlibs: &'a [String],
@@ -253,7 +258,8 @@ pub fn build(i: &MountInputs, warn: &mut dyn FnMut(String)) -> Result<Vec<Value>
         pts.push(format!("gid={g}"));
     }
     v.push(m("/dev/pts", "devpts", "devpts", pts));
-    // 7. /tmp and /var/tmp. Mode 1777 (sticky), not Singularity's 777: quirk §9.10.
+    // 7. /tmp and /var/tmp. Mode 1777 (sticky), not SingularityCE's 777: without the sticky bit
+    // any process in the container could remove or rename another user's files there.
     if !i.no_mount("tmp") {
         for (dest, sub) in [("/tmp", "tmp"), ("/var/tmp", "var_tmp")] {
             if dest == "/var/tmp" && i.var_tmp_is_tmp {

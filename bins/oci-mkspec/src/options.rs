@@ -376,7 +376,8 @@ pub fn parse(args: Arguments, env: EnvLookup) -> Result<(Options, Vec<String>)> 
         false,
     )?);
 
-    // Rejected options: gather them all so one error names every one (behaviour doc §3.1).
+    // Rejected options (those SingularityCE's OCI mode does not support either): gather them
+    // all so one error names every one, as SingularityCE does.
     let mut unsupported = Vec::new();
     let valued: &[(&'static str, Option<&'static str>, &[&str], &str)] = &[
         ("--fusemount", None, &["FUSESPEC"], "FuseMount"),
@@ -419,8 +420,9 @@ pub fn parse(args: Arguments, env: EnvLookup) -> Result<(Options, Vec<String>)> 
         }
     }
     // --compat: SingularityCE turns on --no-init and --containall and then rejects both in OCI
-    // mode (quirk §9.5). Its OCI mode already is the compat mode (tmpfs home, /tmp, writable
-    // tmpfs rootfs, umask 0022, clean environment), so --compat is accepted as a no-op here.
+    // mode, so `--oci --compat` always fails there. Its OCI mode already is the compat mode
+    // (tmpfs home, /tmp, writable tmpfs rootfs, umask 0022, clean environment), so --compat is
+    // accepted as a no-op here.
     if o.net && o.network.as_deref().unwrap_or("bridge") != "none" {
         unsupported.push("Network (except none)".into());
     }

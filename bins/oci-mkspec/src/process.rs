@@ -1,4 +1,5 @@
-//! `process.args`, `process.cwd` and the container user (behaviour doc §3.4).
+//! `process.args`, `process.cwd` and the container user, from the action (`exec`, `run`,
+//! `shell`, `test`), the image's ENTRYPOINT, CMD, WORKDIR and USER, and the caller's options.
 
 use crate::etcfiles;
 use crate::image::ImageFacts;
@@ -201,7 +202,8 @@ mod tests {
         args(Action::Run, None, &img(ep, cmd), &s(args_), &mut |_| {}).unwrap()
     }
 
-    // The ENTRYPOINT/CMD table of §3.4.
+    // How `run` combines ENTRYPOINT, CMD and the user's arguments (Docker's rules, which
+    // SingularityCE follows), for the combinations of the three that differ.
     #[test]
     fn entrypoint_cmd_table() {
         assert_eq!(run(&["E"], &[], &[]), s(&["E"]));

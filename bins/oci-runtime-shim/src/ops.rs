@@ -654,8 +654,9 @@ fn update(g: &Global, id: &str, from: &str) -> Result<i32> {
     let (ctx, sd) = existing(g, id)?;
     let mut tmp = None;
     let file = if from == "-" {
-        // The runtime's stdin is not the user's in every runtime (SingularityCE never passed it,
-        // §9.2): copy stdin to a private file and hand the runtime that.
+        // The runtime's stdin is not the user's in every runtime (SingularityCE never passes
+        // it, so its `update -f -` reads nothing): copy stdin to a private file and hand the
+        // runtime that.
         let dir = sd
             .as_ref()
             .map(|s| s.dir.clone())

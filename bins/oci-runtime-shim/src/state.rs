@@ -8,7 +8,8 @@
 //! * `container.log`: stdout and stderr of a plain `create`d container (it has no terminal);
 //! * `runtime.log`: the runtime's `--log` for `create`.
 //!
-//! `delete` removes the whole directory (SingularityCE leaves the files behind, §9.1).
+//! `delete` removes the whole directory (SingularityCE leaves the files behind, so a later
+//! container with the same id would find a stale pid or log).
 //!
 //! The bundle lock is `common::bundlelock`; the shim judges a holder alive by asking the runtime
 //! that created it.

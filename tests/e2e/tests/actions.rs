@@ -1,4 +1,5 @@
-//! The OCI rows of SingularityCE's e2e suite (behaviour doc §5.2/§5.3), ported to
+//! The OCI cases of SingularityCE's e2e suite (`e2e/actions/oci.go` and the OCI cases of its
+//! security, env, docker and config suites), ported to
 //! `singularity-oci exec|run|shell`, for root, unprivileged and unprivileged --fakeroot, each with
 //! crun and runc. Row names follow Singularity's test names.
 
@@ -372,7 +373,8 @@ fn oci_home_cwd_passwd() {
             ));
         }
         exec(&ctx, &[], &["grep", &format!(":{gid}:"), "/etc/group"]).assert_success();
-        // The generated files are 0644 (Singularity writes them 0755: quirk §9.8).
+        // The generated files are 0644: SingularityCE writes them 0755, but they are data,
+        // not programs.
         exec(
             &ctx,
             &[],
@@ -648,7 +650,8 @@ fn oci_env_option() {
         )
         .assert_stdout_eq("/foo,:/.singularity.d/libs");
         env_of(&ctx, &[], &[], "SINGULARITY_NAME").assert_stdout_eq(&bb());
-        // Beyond Singularity (quirk §9.9): SINGULARITY_CONTAINER is the image, not the bundle.
+        // SINGULARITY_CONTAINER is the image, as in SingularityCE's native mode (its OCI mode
+        // names the temporary bundle, which means nothing to the container).
         env_of(&ctx, &[], &[], "SINGULARITY_CONTAINER").assert_stdout_eq(&bb());
         ctx.assert_no_leftovers();
     }

@@ -1,5 +1,6 @@
-//! oci-attach end to end, driven through a pseudo-terminal the test opens: the §5.1 `attach`
-//! and `run` sequences of SingularityCE's suite, detach and re-attach, resizes, exit statuses.
+//! oci-attach end to end, driven through a pseudo-terminal the test opens: the `attach` and
+//! `run` sequences of SingularityCE's `singularity oci` suite (`e2e/oci/oci.go`), detach and
+//! re-attach, resizes, exit statuses.
 
 #[path = "conmon_support.rs"]
 mod support;
@@ -9,7 +10,7 @@ use e2e::pty::Pty;
 use std::time::Duration;
 use support::*;
 
-/// §5.1 `attach`: create -> start -> attach (type `hostname`, read it back, type `exit`) -> exit
+/// SingularityCE's `attach` sequence: create -> start -> attach (type `hostname`, read it back, type `exit`) -> exit
 /// 0, state `stopped` -> delete. Plus a resize seen by `stty size`, detach with the keys split
 /// and joined, re-attach, and the exit status passed through.
 #[test]
@@ -90,7 +91,7 @@ fn attach_sequence_detach_reattach_resize() {
     }
 }
 
-/// §5.1 `run`: attached from the start (attach before `start`), `hostname`, `id -un` -> root,
+/// SingularityCE's `run` sequence: attached from the start (attach before `start`), `hostname`, `id -un` -> root,
 /// `exit 7` -> the attach exits 7.
 #[test]
 fn attach_run_sequence_exit_status() {

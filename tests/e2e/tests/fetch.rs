@@ -1,4 +1,4 @@
-//! Issue 3: oci-fetch through every source kind and both registries, as root and as the
+//! oci-fetch through every source kind and both registries, as root and as the
 //! unprivileged test user, plus fault cases. Real parts only: Debian's docker-registry, skopeo,
 //! umoci, openssl, htpasswd, and tests/faultproxy for network faults.
 //!

@@ -1,4 +1,4 @@
-//! Issue 3, "proxies come from the environment": oci-fetch reaches a real registry through an
+//! Proxies come from the environment: oci-fetch reaches a real registry through an
 //! HTTP CONNECT proxy named by `HTTPS_PROXY`/`HTTP_PROXY`, and goes direct for `NO_PROXY` hosts.
 //! The proxy is `e2e::pyserver::CONNECT_PROXY`.
 

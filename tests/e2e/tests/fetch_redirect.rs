@@ -1,4 +1,5 @@
-//! Issue 3, "blob redirects never forward Authorization to another host".
+//! Blob redirects never forward Authorization to another host (a registry's storage backend
+//! must not receive the user's registry password).
 //!
 //! docker-registry with filesystem storage never redirects, so this test runs a minimal
 //! registry front in Python (standard library only, loopback only): it serves one OCI layout's

@@ -1,4 +1,4 @@
-//! Issue 8: the front (`scripts/singularity-oci`), the stage-record schemas, the man pages and
+//! The front (`scripts/singularity-oci`), the stage-record schemas, the man pages and
 //! the CLI conventions every executable shares.
 
 use e2e::*;

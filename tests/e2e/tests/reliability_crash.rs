@@ -1,5 +1,5 @@
 //! Crash consistency: SIGKILL `oci-fetch` and `oci-unpack` at random points and prove the cache
-//! stays sound (issue 10, "Crash consistency").
+//! stays sound, so the next run can trust whatever it finds there.
 //!
 //! After every kill: only verified blobs in `CACHE/layout/blobs/sha256` (each re-hashed), only
 //! complete rootfs trees in `CACHE/rootfs`, no lock in `CACHE/locks` still held, `CACHE/tmp`

@@ -1,4 +1,4 @@
-//! Leaks (issue 10): a soak of 100 mixed launches through `singularity-oci` per profile (root,
+//! Leaks: a soak of 100 mixed launches through `singularity-oci` per profile (root,
 //! and the unprivileged user), split over crun and runc: successes, failing commands, commands
 //! killed by a signal, bad options, missing images, and SIGTERM sent to the front mid-run.
 //! Afterwards nothing may be left: no temporary bundle, no mount (`/proc/self/mountinfo`), no

@@ -1,4 +1,4 @@
-//! Registry faults (issue 10): `tests/faultproxy/faultproxy.py` sits between `oci-fetch` and a
+//! Registry faults: `tests/faultproxy/faultproxy.py` sits between `oci-fetch` and a
 //! real `docker-registry` on 127.0.0.1 and breaks chosen requests.
 //!
 //! Transient faults (5xx a few times, a connection reset mid-blob, a wrong Content-Length once, a

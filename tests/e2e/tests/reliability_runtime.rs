@@ -1,4 +1,4 @@
-//! Runtime faults (issue 10): each one fails fast with one clear `FATAL:` line and exit 255, and
+//! Runtime faults: each one fails fast with one clear `FATAL:` line and exit 255, and
 //! leaves no bundle, mount, runtime state or stray process behind.
 //!
 //! Faults are made without touching the host for anyone else: a missing runtime is an

@@ -1,5 +1,6 @@
 //! oci-runtime-shim with real crun and runc, as root and unprivileged: every operation, the
-//! SingularityCE `basic` lifecycle (§5.1), the exit and signal table (§3.8), signal forwarding,
+//! SingularityCE `basic` lifecycle (`e2e/oci/oci.go`), exit statuses and signal deaths passed
+//! through as SingularityCE does (128+N for signal N), signal forwarding,
 //! the bundle lock, bad input, and 100 mixed runs that must leave nothing behind.
 
 #[path = "runtime_support.rs"]
@@ -12,8 +13,8 @@ use support::*;
 #[test]
 fn run_passes_exit_status_and_signal_deaths_through() {
     for ctx in matrix_with(&[Profile::Root, Profile::User, Profile::UserNoSubids]) {
-        // §3.8: exit 0/1/134 pass straight through; with --no-pid, kill -KILL $$ gives 137 and
-        // kill -ABRT $$ gives 134.
+        // Exit 0/1/134 pass straight through; with --no-pid, kill -KILL $$ gives 137 and
+        // kill -ABRT $$ gives 134 (128 + the signal, as a shell reports it).
         for (script, code) in [
             ("exit 0", 0),
             ("exit 1", 1),

@@ -1,4 +1,4 @@
-//! Issue 2, "Done when": the end-to-end slice, as root and unprivileged, with crun and runc.
+//! The end-to-end slice (fetch, unpack, mkspec, starter, shim through the front), as root and unprivileged, with crun and runc.
 //!
 //! Every run through the front is followed by `assert_no_leftovers` (no bundle in TMPDIR, no
 //! runtime state, no mount), successful or not.

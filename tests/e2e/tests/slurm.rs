@@ -1,4 +1,4 @@
-//! Scale-out on Slurm (issue 9): `srun -n N singularity-oci exec IMG CMD` on a real one-node
+//! Scale-out on Slurm: `srun -n N singularity-oci exec IMG CMD` on a real one-node
 //! cluster (munged, slurmctld, slurmd started by `tests/slurm/cluster` with private paths and
 //! ports, stopped by PID when the test ends, also when it panics), as the unprivileged test user
 //! and as root, with crun and runc.

@@ -1,4 +1,4 @@
-//! Issue 4: oci-unpack on the project's fixture images, through the installed stages, compared
+//! oci-unpack on the project's fixture images, through the installed stages, compared
 //! with `umoci unpack` of the same images (path, type, mode, owner, size, content, link target,
 //! hardlink groups, xattrs), and checked against `layered.expected.json`, as root, as the
 //! unprivileged user with subordinate IDs (inside oci-userns-starter, or outside it, where
