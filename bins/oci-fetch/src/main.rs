@@ -210,7 +210,17 @@ fn run(reference: &str, opts: &Opts) -> Result<()> {
                 image::fetch(&src, &store, &iopts)?
             }
             ImageRef::OciArchive { file, sel } => {
-                let src = archive::OciArchive::new(file, sel.clone())?;
+                let src = archive::OciArchive::new(file, sel.clone());
+                // A bare file name may have been meant as a SIF: say it was tried as both.
+                let src = match reference::bare_archive(reference) {
+                    Some(_) => src.with_context(|| {
+                        format!(
+                            "{} is neither a SIF image (no SIF header) nor an OCI archive",
+                            file.display()
+                        )
+                    })?,
+                    None => src?,
+                };
                 image::fetch(&src, &store, &iopts)?
             }
             ImageRef::DockerArchive { file, repo_tag } => {

@@ -100,6 +100,12 @@ pub fn parse(s: &str) -> Result<ImageRef> {
     if let Some(rest) = s.strip_prefix("docker://") {
         return Ok(ImageRef::Docker(parse_docker(rest)?));
     }
+    if let Some(file) = bare_archive(s) {
+        return Ok(ImageRef::OciArchive {
+            file,
+            sel: Selector::Only,
+        });
+    }
     let Some((transport, rest)) = s.split_once(':') else {
         bail!(without_transport(s));
     };
@@ -154,6 +160,30 @@ pub fn parse(s: &str) -> Result<ImageRef> {
             "unknown transport '{transport}:' in '{s}' (use oci:, oci-archive:, docker-archive: or docker://)"
         ),
     }
+}
+
+/// Transports a reference may start with; such a reference never names a local file.
+const TRANSPORTS: &[&str] = &[
+    "oci:",
+    "oci-archive:",
+    "docker-archive:",
+    "sif:",
+    "oci-sif:",
+];
+
+/// A bare path naming a regular file that is not a SIF: the OCI archive that `pull --name` and
+/// `build` write, whatever its name (cwltool's names contain colons). SIF files never get here
+/// (oci-fetch recognises them by their magic first), and a file that starts with SIF's launch
+/// line is left to `without_transport`, which says it has no SIF header. Deciding here rather
+/// than in the front costs nothing: a shell can only sniff a file by reading it a byte per
+/// system call up to its first newline, tens of thousands of calls for a SIF without the launch
+/// line, on every container start.
+pub fn bare_archive(s: &str) -> Option<PathBuf> {
+    if s.contains("://") || TRANSPORTS.iter().any(|t| s.starts_with(t)) {
+        return None;
+    }
+    let p = Path::new(s);
+    (p.is_file() && !has_sif_header(p)).then(|| p.to_path_buf())
 }
 
 /// The references oci-fetch reads, for messages.
@@ -468,17 +498,16 @@ mod tests {
     #[test]
     fn bare_files_and_directories_say_what_is_supported() {
         let d = tempfile::tempdir().unwrap();
-        let sif = d.path().join("img.sif");
-        std::fs::write(&sif, b"SIF_MAGIC").unwrap();
-        let e = parse(sif.to_str().unwrap()).unwrap_err().to_string();
-        assert!(
-            e.contains("is not a SIF image: it has no SIF header"),
-            "{e}"
-        );
-        let file = d.path().join("img.tar");
+        // A file without SIF's header is an OCI archive, whatever its name (colons included).
+        let file = d.path().join("img:v1.sif");
         std::fs::write(&file, b"x").unwrap();
-        let e = parse(file.to_str().unwrap()).unwrap_err().to_string();
-        assert!(e.contains("docker://NAME"), "{e}");
+        assert_eq!(
+            parse(file.to_str().unwrap()).unwrap(),
+            ImageRef::OciArchive {
+                file: file.clone(),
+                sel: Selector::Only
+            }
+        );
         let e = parse(d.path().to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains("sandbox directories are not supported"), "{e}");
         std::fs::write(d.path().join("oci-layout"), b"{}").unwrap();
