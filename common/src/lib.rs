@@ -21,6 +21,7 @@ pub mod process;
 pub mod record;
 pub mod removal;
 pub mod runtime;
+pub mod sandbox;
 pub mod sif;
 pub mod statedir;
 pub mod subid;

@@ -79,7 +79,8 @@ pub struct ImageRecord {
     pub kind: Kind,
     /// The reference exactly as the user gave it.
     pub reference: String,
-    /// Normalised transport: `oci`, `oci-archive`, `docker-archive` or `docker`.
+    /// Normalised transport: `oci`, `oci-archive`, `docker-archive`, `docker`, `sif` or
+    /// `sandbox`.
     pub transport: String,
     /// Digest of the image manifest (the image's identity).
     pub digest: String,
@@ -95,6 +96,21 @@ pub struct ImageRecord {
     /// Their blobs are not copied into the layout; `oci-unpack` reads them from the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sif: Option<SifSource>,
+    /// For a sandbox directory (transport `sandbox`): the tree that runs in place, read-only
+    /// below the overlay. It has no layers and nothing of it is copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxSource>,
+}
+
+/// A sandbox directory and the identity it had when `oci-fetch` checked it: `oci-unpack`
+/// refuses it once the path leads elsewhere.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxSource {
+    /// Absolute path of the directory, without symbolic links.
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
 }
 
 /// A SIF file an image record's layers are read from, and the identity the file had when its
@@ -234,7 +250,8 @@ pub enum LogFormat {
 impl ImageRecord {
     /// An image record of this schema version. Its identity `digest` is the manifest's, and the
     /// platform the one the configuration names; [`ImageRecord::with_platform`] replaces it when
-    /// an index said more, [`ImageRecord::with_sif`] names the SIF file the layers are in.
+    /// an index said more, [`ImageRecord::with_sif`] names the SIF file the layers are in,
+    /// [`ImageRecord::with_sandbox`] the sandbox directory that is the tree.
     pub fn new(
         reference: impl Into<String>,
         transport: impl Into<String>,
@@ -257,6 +274,7 @@ impl ImageRecord {
             platform: Platform::of_config(&image_config),
             image_config,
             sif: None,
+            sandbox: None,
         }
     }
 
@@ -267,6 +285,11 @@ impl ImageRecord {
 
     pub fn with_sif(mut self, sif: SifSource) -> Self {
         self.sif = Some(sif);
+        self
+    }
+
+    pub fn with_sandbox(mut self, sandbox: SandboxSource) -> Self {
+        self.sandbox = Some(sandbox);
         self
     }
 }

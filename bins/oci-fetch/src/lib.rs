@@ -9,6 +9,7 @@ pub mod media;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod sandbox;
 pub mod save;
 pub mod sif;
 pub mod store;

@@ -5,7 +5,8 @@ use anyhow::{Context, Result, bail};
 use common::cache::Cache;
 use common::cli::Tool;
 use oci_fetch::{
-    archive, image, inspect, layout, media, progress, reference, registry, save, sif, store,
+    archive, image, inspect, layout, media, progress, reference, registry, sandbox, save, sif,
+    store,
 };
 use reference::ImageRef;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ REF is one of:
   docker-archive:FILE[:REPO:TAG]
   docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]     (short names: alpine)
   sif:FILE, or a FILE with the SIF magic        (native SIF: its root filesystem partition)
+  DIR with a /.singularity.d directory          (sandbox: runs in place, nothing copied)
 
 Options:
   --platform OS/ARCH[/VARIANT]  image to pick from a multi-platform index (default: host)
@@ -182,6 +184,13 @@ fn run_sif(reference: &str, path: &std::path::Path, opts: &Opts) -> Result<()> {
 fn run(reference: &str, opts: &Opts) -> Result<()> {
     if let Some(path) = sif::sif_path(reference) {
         return run_sif(reference, &path, opts);
+    }
+    if let Some(path) = sandbox::sandbox_path(reference) {
+        let record = sandbox::record(reference, &path, &opts.want.arch)?;
+        if opts.inspect_json {
+            return inspect::print(&record);
+        }
+        return common::record::print_record(&record);
     }
     let image_ref = reference::parse(reference)?;
     let temp_root = if opts.disable_cache {

@@ -187,7 +187,7 @@ pub fn bare_archive(s: &str) -> Option<PathBuf> {
 }
 
 /// The references oci-fetch reads, for messages.
-pub const SUPPORTED: &str = "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], docker://NAME or a SIF file";
+pub const SUPPORTED: &str = "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], docker://NAME, a SIF file or a sandbox directory";
 
 /// What to tell a user whose reference has no transport. Singularity users pass image files
 /// and directories bare, so a path that names one gets a message about what it is. (A file
@@ -200,7 +200,7 @@ pub fn without_transport(s: &str) -> String {
             return format!("'{s}' is an OCI image layout: use oci:{s}");
         }
         return format!(
-            "'{s}' is a directory, and sandbox directories are not supported as images; use {SUPPORTED}"
+            "'{s}' is a directory but not a sandbox image (it has no /.singularity.d); use {SUPPORTED}"
         );
     }
     if is_sif || p.is_file() {
@@ -509,7 +509,7 @@ mod tests {
             }
         );
         let e = parse(d.path().to_str().unwrap()).unwrap_err().to_string();
-        assert!(e.contains("sandbox directories are not supported"), "{e}");
+        assert!(e.contains("not a sandbox image"), "{e}");
         std::fs::write(d.path().join("oci-layout"), b"{}").unwrap();
         let e = parse(d.path().to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains("is an OCI image layout: use oci:"), "{e}");

@@ -121,6 +121,27 @@ pub fn synthesized_record(
     image_config: serde_json::Value,
     src: SifSource,
 ) -> Result<ImageRecord> {
+    let record = synthesized(
+        reference,
+        transport,
+        vec![layer],
+        image_config,
+        src.path.clone(),
+        None,
+    )?;
+    Ok(record.with_sif(src))
+}
+
+/// The record of an image without a manifest of its own (a SIF partition, a sandbox
+/// directory). `annotations` go into the manifest, so they take part in the image digest.
+pub fn synthesized(
+    reference: &str,
+    transport: &str,
+    layers: Vec<Descriptor>,
+    image_config: serde_json::Value,
+    layout: PathBuf,
+    annotations: Option<serde_json::Value>,
+) -> Result<ImageRecord> {
     let config_bytes = serde_json::to_vec(&image_config)?;
     let config = Descriptor {
         media_type: CONFIG.into(),
@@ -128,12 +149,16 @@ pub fn synthesized_record(
         size: config_bytes.len() as u64,
         annotations: None,
     };
-    let manifest_bytes = serde_json::to_vec(&serde_json::json!({
+    let mut manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST,
         "config": config,
-        "layers": [layer],
-    }))?;
+        "layers": layers,
+    });
+    if let Some(a) = annotations {
+        manifest["annotations"] = a;
+    }
+    let manifest_bytes = serde_json::to_vec(&manifest)?;
     let manifest_digest = Digest::of_bytes(&manifest_bytes).to_string();
     let arch = image_config["architecture"]
         .as_str()
@@ -153,14 +178,13 @@ pub fn synthesized_record(
     Ok(ImageRecord::new(
         reference,
         transport,
-        src.path.clone(),
+        layout,
         manifest,
         config,
-        vec![layer],
+        layers,
         image_config,
     )
-    .with_platform(platform)
-    .with_sif(src))
+    .with_platform(platform))
 }
 
 /// sha256 of one object of the file, read in large chunks.

@@ -158,7 +158,7 @@ pub fn eval_env_file(
         .collect())
 }
 
-fn is_name(s: &str) -> bool {
+pub(crate) fn is_name(s: &str) -> bool {
     let mut c = s.chars();
     matches!(c.next(), Some(ch) if ch == '_' || ch.is_ascii_alphabetic())
         && c.all(|ch| ch == '_' || ch.is_ascii_alphanumeric())
@@ -414,6 +414,10 @@ pub struct EnvInputs<'a> {
     pub user_home: Option<&'a str>,
     pub no_compat: bool,
     pub cleanenv: bool,
+    /// A Singularity-built image (native SIF, sandbox): its `/.singularity.d/env` scripts
+    /// build PATH and LD_LIBRARY_PATH, and the user's variables are applied again after them
+    /// (`singularity_d`).
+    pub native: bool,
 }
 
 /// Build `process.env` (pure).
@@ -468,6 +472,11 @@ pub fn build(i: &EnvInputs, warn: &mut dyn FnMut(String)) -> Vec<String> {
             _ => env.set(k, v),
         }
     }
+    if i.native {
+        crate::singularity_d::native_env(&mut env, &user, user_path, append, prepend, user_ld);
+        pass_host_vars(&mut env, i);
+        return env.to_strings();
+    }
     let mut path = user_path
         .or(image_path)
         .unwrap_or_else(|| DEFAULT_PATH.to_string());
@@ -484,8 +493,12 @@ pub fn build(i: &EnvInputs, warn: &mut dyn FnMut(String)) -> Vec<String> {
         None => LIBS_DIR.to_string(),
     };
     env.set("LD_LIBRARY_PATH", &ld);
+    pass_host_vars(&mut env, i);
+    env.to_strings()
+}
 
-    // Host variables, only where neither the image nor the user set them.
+/// Host variables, only where neither the image nor the user set them; HOME of an image USER.
+fn pass_host_vars(env: &mut EnvList, i: &EnvInputs) {
     for (k, v) in i.host_env {
         let pass = if i.no_compat && !i.cleanenv {
             host_var_passes_no_compat(k)
@@ -499,7 +512,6 @@ pub fn build(i: &EnvInputs, warn: &mut dyn FnMut(String)) -> Vec<String> {
     if let Some(h) = i.user_home.filter(|_| !env.contains("HOME")) {
         env.set("HOME", h);
     }
-    env.to_strings()
 }
 
 /// `--no-compat` passes the host environment, except what belongs to the launcher. Unlike
@@ -537,6 +549,7 @@ mod tests {
             user_home: None,
             no_compat: false,
             cleanenv: false,
+            native: false,
         }
     }
 

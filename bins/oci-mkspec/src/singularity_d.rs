@@ -3,14 +3,96 @@
 //! order, before every action; `run` executes `runscript` and `test` executes `test`, with the
 //! arguments, their status passed through. The container process is a small `/bin/sh` script
 //! that does exactly that, as SingularityCE's own `actions/*` scripts do.
+//!
+//! The user's variables (`SINGULARITYENV_*`, `--env-file`, `--env`) win over what the image's
+//! scripts set, as in SingularityCE, which binds a generated `98-singularityenv.sh` among
+//! them: here the script keeps the values it was started with and sets them again at that
+//! place in the order (after the scripts up to `98-*`, before `99-*`). Only the variables'
+//! names travel in the environment (`USER_ENV_KEYS`), never on a command line. PATH is built
+//! the same way: the image's scripts set it, then the user's `PATH`, `APPEND_PATH` and
+//! `PREPEND_PATH` (as `SING_USER_DEFINED_*`) are applied as SingularityCE's
+//! `99-runtimevars.sh` does, and `/.singularity.d/libs` is added to LD_LIBRARY_PATH as its
+//! `99-base.sh` does; both only when the image's own scripts have not already done it.
 
+use crate::env::{DEFAULT_PATH, EnvList, LIBS_DIR, is_name};
 use crate::options::Action;
 use crate::process::SHELL_SCRIPT;
 use anyhow::{Result, bail};
 
-/// Source the environment scripts; the glob expands in lexical order.
-const SOURCE_ENV: &str =
-    "for f in /.singularity.d/env/*.sh; do if [ -f \"$f\" ]; then . \"$f\"; fi; done; unset f; ";
+/// Names the user's variables for the action script (removed from the environment by it).
+pub const USER_ENV_KEYS: &str = "_SINGULARITY_OCI_USER_ENV";
+
+/// Variables a POSIX shell owns or that the script's own word splitting needs: never set again.
+const NOT_REAPPLIED: &[&str] = &[
+    "PATH",
+    "LD_LIBRARY_PATH",
+    "APPEND_PATH",
+    "PREPEND_PATH",
+    "IFS",
+    "PPID",
+    "PWD",
+    "OPTIND",
+    "UID",
+    "EUID",
+    "GID",
+];
+
+/// The environment of a Singularity-built image, after the user's variables went into `env`:
+/// PATH starts from the default (the image's scripts set their own), the user's PATH pieces
+/// wait in `SING_USER_DEFINED_*`, LD_LIBRARY_PATH is the user's if given, and the names of the
+/// user's variables go to the script.
+pub fn native_env(
+    env: &mut EnvList,
+    user: &EnvList,
+    path: Option<String>,
+    append: Option<String>,
+    prepend: Option<String>,
+    ld_library_path: Option<String>,
+) {
+    env.set("PATH", DEFAULT_PATH);
+    for (k, v) in [
+        ("SING_USER_DEFINED_PATH", path),
+        ("SING_USER_DEFINED_APPEND_PATH", append),
+        ("SING_USER_DEFINED_PREPEND_PATH", prepend),
+    ] {
+        if let Some(v) = v {
+            env.set(k, &v);
+        }
+    }
+    if let Some(l) = ld_library_path {
+        env.set("LD_LIBRARY_PATH", &l);
+    }
+    let keys: Vec<&str> = user
+        .0
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| is_name(k) && !NOT_REAPPLIED.contains(k))
+        .collect();
+    if !keys.is_empty() {
+        env.set(USER_ENV_KEYS, &keys.join(" "));
+    }
+}
+
+/// The script's part before the action: keep the user's values, source the env scripts in
+/// lexical order setting the user's values again before the first script after `98-*` (an
+/// image's own `98-singularityenv.sh` is replaced by that, as SingularityCE's bind mount
+/// replaces it), then PATH and LD_LIBRARY_PATH as described above.
+fn prologue() -> String {
+    format!(
+        "_sioci_keys=${{{USER_ENV_KEYS}-}}; unset {USER_ENV_KEYS}; \
+for _sioci_k in $_sioci_keys; do eval \"_sioci_v_$_sioci_k=\\${{$_sioci_k}}\"; done; \
+_sioci_user() {{ for _sioci_k in $_sioci_keys; do eval \"$_sioci_k=\\$_sioci_v_$_sioci_k; export $_sioci_k; unset _sioci_v_$_sioci_k\"; done; _sioci_keys=; }}; \
+for _sioci_f in /.singularity.d/env/*.sh; do \
+case ${{_sioci_f##*/}} in 98-singularityenv.sh) _sioci_user; continue ;; [0-8]* | 9[0-8]*) ;; *) _sioci_user ;; esac; \
+if [ -f \"$_sioci_f\" ]; then . \"$_sioci_f\"; fi; done; _sioci_user; \
+if [ -n \"${{SING_USER_DEFINED_PREPEND_PATH:-}}\" ]; then PATH=\"$SING_USER_DEFINED_PREPEND_PATH:$PATH\"; fi; \
+if [ -n \"${{SING_USER_DEFINED_APPEND_PATH:-}}\" ]; then PATH=\"$PATH:$SING_USER_DEFINED_APPEND_PATH\"; fi; \
+if [ -n \"${{SING_USER_DEFINED_PATH:-}}\" ]; then PATH=\"$SING_USER_DEFINED_PATH\"; fi; \
+unset SING_USER_DEFINED_PREPEND_PATH SING_USER_DEFINED_APPEND_PATH SING_USER_DEFINED_PATH; export PATH; \
+case \":${{LD_LIBRARY_PATH:-}}:\" in *:{LIBS_DIR}:*) ;; ::) LD_LIBRARY_PATH={LIBS_DIR} ;; *) LD_LIBRARY_PATH=\"$LD_LIBRARY_PATH:{LIBS_DIR}\" ;; esac; \
+export LD_LIBRARY_PATH; unset _sioci_f _sioci_k _sioci_keys; unset -f _sioci_user; "
+    )
+}
 
 const RUN: &str = "if [ -x /.singularity.d/runscript ]; then exec /.singularity.d/runscript \"$@\"; fi; \
      echo 'No Singularity runscript found, executing /bin/sh' >&2; exec /bin/sh \"$@\"";
@@ -35,7 +117,7 @@ pub fn args(action: Action, command: &[String]) -> Result<Vec<String>> {
     let mut v = vec![
         "/bin/sh".to_string(),
         "-c".to_string(),
-        format!("{SOURCE_ENV}{body}"),
+        format!("{}{body}", prologue()),
         format!("/.singularity.d/actions/{name}"),
     ];
     if action != Action::Shell {
@@ -57,11 +139,99 @@ mod tests {
         for a in [Action::Exec, Action::Run, Action::Test, Action::Shell] {
             let v = args(a, &s(&["x", "y z"])).unwrap();
             assert_eq!(v[0], "/bin/sh");
-            assert!(v[2].starts_with(SOURCE_ENV), "{a:?}");
+            assert!(v[2].starts_with(&prologue()), "{a:?}");
         }
         let v = args(Action::Run, &s(&["a", "b"])).unwrap();
         assert_eq!(&v[3..], &s(&["/.singularity.d/actions/run", "a", "b"])[..]);
         assert!(args(Action::Exec, &[]).is_err());
         assert_eq!(args(Action::Shell, &s(&["ignored"])).unwrap().len(), 4);
+    }
+
+    /// Runs the prologue with the host's /bin/sh on a scratch env directory (the script's
+    /// paths are rewritten to it) and prints what the user's variables and PATH became.
+    fn run_prologue(scripts: &[(&str, &str)], env: &[(&str, &str)], show: &str) -> String {
+        let d = tempfile::tempdir().unwrap();
+        let envdir = d.path().join("env");
+        std::fs::create_dir(&envdir).unwrap();
+        for (name, body) in scripts {
+            std::fs::write(envdir.join(name), body).unwrap();
+        }
+        let script = prologue().replace("/.singularity.d/env", envdir.to_str().unwrap());
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("{script} {show}"))
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn the_users_variables_win_over_the_image_scripts() {
+        let scripts = [
+            ("10-docker2singularity.sh", "export FOO=docker X=1\n"),
+            ("90-environment.sh", "export FOO=image PATH=/img/bin\n"),
+            ("98-singularityenv.sh", "export FOO=stale\n"),
+            ("99-base.sh", "export LATE=\"$FOO\"\n"),
+        ];
+        let env = [
+            ("PATH", DEFAULT_PATH),
+            ("FOO", "user's 'value'\nline two"),
+            (USER_ENV_KEYS, "FOO"),
+            ("SING_USER_DEFINED_APPEND_PATH", "/extra"),
+        ];
+        let out = run_prologue(
+            &scripts,
+            &env,
+            "printf '%s|%s|%s|%s|%s|%s' \"$FOO\" \"$X\" \"$LATE\" \"$PATH\" \"$LD_LIBRARY_PATH\" \"${_SINGULARITY_OCI_USER_ENV-unset}\"",
+        );
+        assert_eq!(
+            out,
+            "user's 'value'\nline two|1|user's 'value'\nline two|/img/bin:/extra|/.singularity.d/libs|unset"
+        );
+        // SINGULARITYENV_PATH replaces what the scripts built; PREPEND_PATH goes in front.
+        let env = [
+            ("PATH", DEFAULT_PATH),
+            ("SING_USER_DEFINED_PATH", "/only"),
+            ("LD_LIBRARY_PATH", "/mine"),
+        ];
+        assert_eq!(
+            run_prologue(&scripts, &env, "echo \"$PATH $LD_LIBRARY_PATH\""),
+            "/only /mine:/.singularity.d/libs\n"
+        );
+        let env = [
+            ("PATH", DEFAULT_PATH),
+            ("SING_USER_DEFINED_PREPEND_PATH", "/first"),
+        ];
+        assert_eq!(
+            run_prologue(&[], &env, "echo \"$PATH\""),
+            format!("/first:{DEFAULT_PATH}\n")
+        );
+    }
+
+    #[test]
+    fn native_env_names_the_users_variables_and_keeps_path_aside() {
+        let mut env = EnvList::default();
+        env.set("FOO", "bar");
+        let mut user = EnvList::default();
+        for k in ["FOO", "PATH", "IFS", "BASH_FUNC_ml%%", "HOME"] {
+            user.set(k, "x");
+        }
+        native_env(
+            &mut env,
+            &user,
+            Some("/p".into()),
+            None,
+            Some("/pre".into()),
+            None,
+        );
+        assert_eq!(env.get(USER_ENV_KEYS), Some("FOO HOME"));
+        assert_eq!(env.get("PATH"), Some(DEFAULT_PATH));
+        assert_eq!(env.get("SING_USER_DEFINED_PATH"), Some("/p"));
+        assert_eq!(env.get("SING_USER_DEFINED_PREPEND_PATH"), Some("/pre"));
+        assert_eq!(env.get("SING_USER_DEFINED_APPEND_PATH"), None);
+        assert_eq!(env.get("LD_LIBRARY_PATH"), None);
     }
 }

@@ -247,6 +247,7 @@ pub fn build(i: &Inputs) -> Result<Built> {
             user_home: target.user_home.as_deref(),
             no_compat: o.no_compat,
             cleanenv: o.cleanenv,
+            native: i.image.singularity_d,
         },
         &mut warn,
     );

@@ -20,7 +20,8 @@ root filesystem, and print one rootfs record on stdout.
 
 By default the tree is built once in the cache
 (${SINGULARITY_CACHEDIR:-$HOME/.singularity}/cache/oci-launcher/rootfs/) and reused read-only
-afterwards; a warm run extracts nothing.
+afterwards; a warm run extracts nothing. A sandbox directory (transport sandbox) is not copied:
+it is checked again and handed on as the read-only root filesystem.
 
 Options:
   --input FILE|-        read the image record from FILE (default: stdin)
@@ -53,6 +54,10 @@ fn main() {
             None => DEFAULT_MAX_SIZE,
         };
         let record: ImageRecord = read_record(input.as_deref())?;
+        if record.transport == "sandbox" {
+            print_record(&sandbox_rootfs(record)?)?;
+            return Ok(0);
+        }
         let out = match bundle {
             Some(b) => unpack_bundle(record, &b, ownership::choose(own.as_deref())?, max_bytes)?,
             None => {
@@ -81,6 +86,18 @@ fn rootfs_record(
     o: Ownership,
 ) -> RootfsRecord {
     RootfsRecord::new(rootfs, ro, cached, o.as_str(), image)
+}
+
+/// A sandbox directory is its own root filesystem: checked again (it must still be the
+/// directory oci-fetch checked, trusted as `common::sandbox` says) and handed on read-only, so
+/// the launcher mounts it below the overlay. Nothing is copied, with or without `--bundle`, and
+/// the cache is not opened.
+fn sandbox_rootfs(record: ImageRecord) -> Result<RootfsRecord> {
+    let Some(src) = &record.sandbox else {
+        bail!("the image record has transport sandbox but no sandbox directory");
+    };
+    let path = common::sandbox::reopen(src)?;
+    Ok(rootfs_record(record, path, true, false, Ownership::Keep))
 }
 
 fn unpack_cached(

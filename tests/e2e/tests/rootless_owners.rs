@@ -233,7 +233,7 @@ fn sif_files_and_directories_are_answered_with_what_is_supported() {
         .assert_fatal("is not a SIF image: it has no SIF header");
     let sandbox = ctx.mkdir("sandbox");
     ctx.front(&["exec", sandbox.to_str().unwrap(), "true"])
-        .assert_fatal("sandbox directories are not supported");
+        .assert_fatal("is a directory but not a sandbox image (it has no /.singularity.d)");
     ctx.front(&["exec", fixture("busybox").to_str().unwrap(), "true"])
         .assert_fatal("is an OCI image layout: use oci:");
     ctx.assert_no_leftovers();

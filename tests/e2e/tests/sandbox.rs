@@ -1,0 +1,249 @@
+//! Sandbox directories (a tree with `/.singularity.d`) run in place, read-only below the
+//! overlay, with Singularity's action semantics; the user's variables win over the image's
+//! env scripts (for native SIFs too); sandboxes another user could swap are refused.
+
+use e2e::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Where the root filesystem partition of the busybox SIF starts (siftool's own answer).
+fn partition_offset(sif: &Path) -> String {
+    let o = std::process::Command::new("siftool")
+        .args(["info", "1"])
+        .arg(sif)
+        .output()
+        .expect("siftool is installed (scripts/setup)");
+    assert!(o.status.success(), "siftool info: {o:?}");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Offset:")
+                .map(|v| v.trim().to_string())
+        })
+        .expect("siftool info prints the offset")
+}
+
+/// A sandbox built by the context's user as people build one without Singularity:
+/// `unsquashfs -d` of the busybox SIF's partition, then (as `unsquashfs` keeps the squashfs
+/// root's mode 0777) the top made 0755. Its files belong to that user.
+fn build_sandbox(ctx: &Ctx, name: &str) -> PathBuf {
+    let sif = sif_fixture("busybox");
+    let dest = ctx.dir().join(name);
+    ctx.run(
+        "unsquashfs",
+        &[
+            "-quiet",
+            "-no-progress",
+            "-o",
+            &partition_offset(&sif),
+            "-d",
+            dest.to_str().unwrap(),
+            sif.to_str().unwrap(),
+        ],
+    )
+    .assert_code(0);
+    ctx.run("chmod", &["0755", dest.to_str().unwrap()])
+        .assert_code(0);
+    dest
+}
+
+fn assert_valid(schema: &str, rec: &Value) {
+    let errs = record_schema_errors(schema, rec);
+    assert!(errs.is_empty(), "{schema}: {errs:?}\n{rec}");
+}
+
+#[test]
+fn sandbox_runs_in_place_with_singularity_semantics() {
+    for ctx in matrix_with(&[Profile::Root, Profile::User, Profile::Fakeroot]) {
+        let sb = build_sandbox(&ctx, "sb");
+        let img = sb.to_str().unwrap();
+        // The record names the transport and the directory; nothing goes into the cache.
+        let cache = ctx.mkdir("cache");
+        let image = ctx
+            .cmd(ctx.bin("oci-fetch"))
+            .arg(img)
+            .env("SINGULARITY_CACHEDIR", cache.to_str().unwrap())
+            .run();
+        image.assert_code(0);
+        let rec = image.json();
+        assert_valid("image-record.schema.json", &rec);
+        assert_eq!(rec["transport"], "sandbox");
+        assert_eq!(rec["layers"].as_array().unwrap().len(), 0);
+        assert_eq!(rec["sandbox"]["path"], img);
+        let rootfs = ctx
+            .cmd(ctx.bin("oci-unpack"))
+            .env("SINGULARITY_CACHEDIR", cache.to_str().unwrap())
+            .stdin(image.stdout.clone())
+            .run();
+        rootfs.assert_code(0);
+        let r = rootfs.json();
+        assert_valid("rootfs-record.schema.json", &r);
+        assert_eq!(r["rootfs"], img);
+        assert_eq!(
+            (r["readOnly"].as_bool(), r["cached"].as_bool()),
+            (Some(true), Some(false))
+        );
+        assert_eq!(
+            std::fs::read_dir(&cache).unwrap().count(),
+            0,
+            "the cache was touched"
+        );
+
+        // Singularity's actions.
+        ctx.front(&["exec", img, "/bin/sh", "-c", "echo $SIF_ORDER"])
+            .assert_code(0)
+            .assert_stdout_eq("base:env");
+        ctx.front(&["run", img, "a", "b c"])
+            .assert_code(0)
+            .assert_stdout_eq("runscript:base:env:a b c");
+        ctx.front(&["test", img])
+            .assert_code(7)
+            .assert_stdout_eq("test:hello from the sif");
+        // The tree is the overlay's lower layer: writes land in the tmpfs, never in the sandbox.
+        ctx.front(&[
+            "exec",
+            "--writable-tmpfs",
+            img,
+            "/bin/sh",
+            "-c",
+            "echo w > /bin/new && cat /bin/new",
+        ])
+        .assert_code(0)
+        .assert_stdout_eq("w");
+        assert!(!sb.join("bin/new").exists(), "a write reached the sandbox");
+        // The files the user unpacked are the user's in the container (root's under --fakeroot).
+        let owner = if ctx.profile == Profile::Fakeroot {
+            0
+        } else {
+            ctx.uid()
+        };
+        ctx.front(&["exec", img, "/bin/stat", "-c", "%u", "/bin/busybox"])
+            .assert_code(0)
+            .assert_stdout_eq(&owner.to_string());
+        // The usual options.
+        ctx.mkdir("bound");
+        ctx.write_file("bound/file", "bound\n");
+        let bind = format!("{}:/mnt", ctx.dir().join("bound").display());
+        ctx.front_cmd(&[
+            "exec",
+            "--cleanenv",
+            "-B",
+            &bind,
+            img,
+            "/bin/sh",
+            "-c",
+            "cat /mnt/file; echo ${HOSTVAR:-unset}",
+        ])
+        .env("HOSTVAR", "leaked")
+        .run()
+        .assert_code(0)
+        .assert_stdout_eq("bound\nunset");
+        ctx.assert_no_leftovers();
+    }
+}
+
+/// The user's variables win over the image's env scripts, for sandboxes and native SIFs alike:
+/// `SINGULARITYENV_X`, `--env-file` and `--env` (which wins over both), also in `run`, and
+/// PATH pieces are applied to the PATH the scripts built.
+#[test]
+fn the_users_variables_win_over_the_image_env_scripts() {
+    for ctx in matrix() {
+        let sb = build_sandbox(&ctx, "sb");
+        let sif = sif_fixture("busybox");
+        let envfile = ctx.write_file("env-file", "SIF_ORDER=from-file\n");
+        for img in [sb.to_str().unwrap(), sif.to_str().unwrap()] {
+            ctx.front_cmd(&[
+                "exec",
+                img,
+                "/bin/sh",
+                "-c",
+                "echo \"$SIF_GREETING|$SIF_ORDER\"",
+            ])
+            .env("SINGULARITYENV_SIF_GREETING", "it's mine")
+            .run()
+            .assert_code(0)
+            .assert_stdout_eq("it's mine|base:env");
+            ctx.front_cmd(&[
+                "exec",
+                "--env-file",
+                envfile.to_str().unwrap(),
+                "--env",
+                "SIF_GREETING=cli",
+                img,
+                "/bin/sh",
+                "-c",
+                "echo \"$SIF_GREETING|$SIF_ORDER\"",
+            ])
+            .env("SINGULARITYENV_SIF_GREETING", "env")
+            .run()
+            .assert_code(0)
+            .assert_stdout_eq("cli|from-file");
+            ctx.front_cmd(&["run", img])
+                .env("SINGULARITYENV_SIF_ORDER", "user")
+                .run()
+                .assert_code(0)
+                .assert_stdout_eq("runscript:user:");
+            ctx.front_cmd(&["exec", img, "/bin/sh", "-c", "echo $PATH"])
+                .env("SINGULARITYENV_PREPEND_PATH", "/first")
+                .env("SINGULARITYENV_APPEND_PATH", "/last")
+                .run()
+                .assert_code(0)
+                .assert_stdout_eq(
+                    "/first:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/last",
+                );
+        }
+        ctx.assert_no_leftovers();
+    }
+}
+
+/// A sandbox that someone else could swap while it runs is refused before anything is made:
+/// one owned by another user (for root too), one writable by others, one below a directory
+/// others can write, `/`, and a directory without `/.singularity.d`.
+#[test]
+fn sandboxes_others_could_swap_are_refused() {
+    for ctx in matrix_with(&[Profile::Root, Profile::User])
+        .into_iter()
+        .filter(|c| c.rt == Rt::Crun)
+    {
+        let attacker = ctx.attacker();
+        let theirs = build_sandbox(&attacker, "theirs");
+        let open = build_sandbox(&ctx, "open");
+        ctx.run("chmod", &["0775", open.to_str().unwrap()])
+            .assert_code(0);
+        let shared = ctx.mkdir("shared");
+        ctx.run("chmod", &["0777", shared.to_str().unwrap()])
+            .assert_code(0);
+        let below = build_sandbox(&ctx, "shared/sb");
+        let plain = ctx.mkdir("plain");
+        let cases: [(&Path, &str); 5] = [
+            (&theirs, "not by you"),
+            (&open, "writable by group or others"),
+            (&below, "writable by group or others"),
+            (Path::new("/"), "not a sandbox image"),
+            (&plain, "not a sandbox image"),
+        ];
+        for (dir, needle) in cases {
+            ctx.front(&["exec", dir.to_str().unwrap(), "/bin/true"])
+                .assert_fatal(needle);
+            ctx.assert_no_leftovers();
+        }
+        // A sandbox swapped between oci-fetch and oci-unpack is refused by oci-unpack.
+        let sb = build_sandbox(&ctx, "swapped");
+        let image = ctx.run(ctx.bin("oci-fetch"), &[sb.to_str().unwrap()]);
+        image.assert_code(0);
+        ctx.run(
+            "mv",
+            &[
+                sb.to_str().unwrap(),
+                ctx.dir().join("old").to_str().unwrap(),
+            ],
+        )
+        .assert_code(0);
+        build_sandbox(&ctx, "swapped");
+        ctx.cmd(ctx.bin("oci-unpack"))
+            .stdin(image.stdout.clone())
+            .run()
+            .assert_fatal("replaced");
+    }
+}
