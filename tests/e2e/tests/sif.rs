@@ -242,21 +242,26 @@ fn warm_fetch_reads_no_image_data() {
     );
 }
 
+/// SIF fixture `name` fetched and unpacked gives the tree `unsquashfs` makes of its partition.
+fn unpacks_as_unsquashfs_does(ctx: &Ctx, name: &str) {
+    let sif = sif_fixture(name);
+    let image = fetch(ctx, &[sif.to_str().unwrap()]);
+    let rec = unpack(ctx, &image, &[]);
+    rec.assert_code(0);
+    let ours = PathBuf::from(rec.json()["rootfs"].as_str().unwrap());
+    let offset = image.json()["sif"]["objects"][0]["offset"]
+        .as_u64()
+        .unwrap();
+    let theirs = ctx.dir().join(format!("{name}.unsquashfs"));
+    unsquashfs(&sif, offset, &theirs);
+    same_tree(&ours, &theirs);
+}
+
 #[test]
 fn unpacked_trees_match_unsquashfs() {
     let ctx = Ctx::for_test(Profile::Root, Rt::Crun);
     for name in ["busybox", "layered"] {
-        let sif = sif_fixture(name);
-        let image = fetch(&ctx, &[sif.to_str().unwrap()]);
-        let rec = unpack(&ctx, &image, &[]);
-        rec.assert_code(0);
-        let ours = PathBuf::from(rec.json()["rootfs"].as_str().unwrap());
-        let offset = image.json()["sif"]["objects"][0]["offset"]
-            .as_u64()
-            .unwrap();
-        let theirs = ctx.dir().join(format!("{name}.unsquashfs"));
-        unsquashfs(&sif, offset, &theirs);
-        same_tree(&ours, &theirs);
+        unpacks_as_unsquashfs_does(&ctx, name);
     }
     // sylabs/sif's own image: its primary partition is built for 386.
     let sif = sylabs_image("one-group.sif");
@@ -278,17 +283,7 @@ const READ_COMPRESSORS: [&str; 5] = ["gzip", "lzma", "xz", "lz4", "zstd"];
 fn every_mksquashfs_compressor_unpacks_as_unsquashfs_does() {
     let ctx = Ctx::for_test(Profile::Root, Rt::Crun);
     for comp in READ_COMPRESSORS {
-        let sif = sif_fixture(&format!("comp-{comp}"));
-        let image = fetch(&ctx, &[sif.to_str().unwrap()]);
-        let rec = unpack(&ctx, &image, &[]);
-        rec.assert_code(0);
-        let ours = PathBuf::from(rec.json()["rootfs"].as_str().unwrap());
-        let offset = image.json()["sif"]["objects"][0]["offset"]
-            .as_u64()
-            .unwrap();
-        let theirs = ctx.dir().join(format!("comp-{comp}.unsquashfs"));
-        unsquashfs(&sif, offset, &theirs);
-        same_tree(&ours, &theirs);
+        unpacks_as_unsquashfs_does(&ctx, &format!("comp-{comp}"));
     }
 }
 
