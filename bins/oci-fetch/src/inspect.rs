@@ -1,72 +1,34 @@
 //! `--inspect-json`: SingularityCE's `inspect --json` document for a fetched image, printed in
 //! place of the image record, for clients that parse it (cwltool checks `data.attributes`).
-//!
-//! SingularityCE prints `{"data":{"attributes":{...}},"type":"container"}`, tab-indented, with
-//! empty attributes left out and map keys sorted. An OCI image's attributes are its labels
-//! (`config.Labels`); it has no definition file, runscript, test or help text of its own.
+//! An OCI image's attributes are its labels; a sandbox directory's are read from its
+//! `/.singularity.d` (`common::inspect`). The other sections, and native SIFs, are answered by
+//! `oci-unpack --inspect`, which has the tree.
 
 use anyhow::Result;
+use common::inspect::{self, Metadata, Sections};
 use common::record::ImageRecord;
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use common::rootdir::RootDir;
 
-/// The document, as SingularityCE lays it out.
-pub fn metadata(record: &ImageRecord) -> Value {
-    let mut attributes = Map::new();
-    let labels: Map<String, Value> = record
-        .image_config
-        .pointer("/config/Labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), Value::from(s))))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !labels.is_empty() {
-        attributes.insert("labels".into(), Value::Object(labels));
+/// The document: labels only, as `inspect --json` shows by default.
+pub fn metadata(record: &ImageRecord) -> Result<Metadata> {
+    let sections = Sections::parse("labels")?;
+    if let Some(sb) = &record.sandbox {
+        return Ok(inspect::from_tree(
+            &RootDir::open(&sb.path)?,
+            sections,
+            None,
+        ));
     }
-    json!({"data": {"attributes": attributes}, "type": "container"})
+    Ok(inspect::from_labels(
+        inspect::config_labels(&record.image_config),
+        sections,
+    ))
 }
 
-/// Print the document tab-indented, as Go's json.MarshalIndent(v, "", "\t") does.
+/// Print the document as SingularityCE does.
 pub fn print(record: &ImageRecord) -> Result<()> {
-    let mut out = Vec::new();
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-    metadata(record).serialize(&mut ser)?;
-    out.push(b'\n');
     use std::io::Write;
-    std::io::stdout().lock().write_all(&out)?;
+    let text = inspect::to_json(&metadata(record)?)?;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use common::record::Descriptor;
-
-    fn record(config: Value) -> ImageRecord {
-        let d = Descriptor {
-            media_type: String::new(),
-            digest: String::new(),
-            size: 0,
-            annotations: None,
-        };
-        ImageRecord::new("oci:x", "oci", "/l".into(), d.clone(), d, vec![], config)
-    }
-
-    #[test]
-    fn labels_sorted_and_empty_attributes_left_out() {
-        let m = metadata(&record(json!({"config": {"Labels": {"b": "2", "a": "1"}}})));
-        assert_eq!(
-            serde_json::to_string(&m).unwrap(),
-            r#"{"data":{"attributes":{"labels":{"a":"1","b":"2"}}},"type":"container"}"#
-        );
-        let m = metadata(&record(json!({"config": {}})));
-        assert_eq!(
-            serde_json::to_string(&m).unwrap(),
-            r#"{"data":{"attributes":{}},"type":"container"}"#
-        );
-    }
 }

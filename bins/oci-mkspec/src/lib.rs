@@ -14,7 +14,7 @@ pub mod launch;
 pub mod mounts;
 pub mod options;
 pub mod process;
-pub mod rootfs;
+pub use common::rootdir as rootfs;
 pub mod singularity_d;
 pub mod spec;
 #[cfg(test)]

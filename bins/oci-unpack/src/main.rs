@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail};
 use common::cli::Tool;
 use common::digest::Digest;
+use common::inspect::{self, Sections};
 use common::record::{ImageRecord, RootfsRecord, print_record, read_record};
 use oci_unpack::cache;
 use oci_unpack::ownership::{self, Ownership, Place};
@@ -29,6 +30,11 @@ Options:
   --ownership MODE      auto (default), keep or flatten: how file owners are applied
   --max-size SIZE       refuse layers expanding beyond SIZE bytes in total (suffix K, M, G, T;
                         0 = no limit; default 64G)
+  --inspect LIST        print SingularityCE's inspect output instead of the record: LIST of
+                        labels, deffile, helpfile, runscript, startscript, test, environment,
+                        list-apps, all (comma-separated; labels when empty)
+  --json                with --inspect: the JSON document (SingularityCE's inspect --json)
+  --app NAME            with --inspect: the SCIF app NAME's metadata
   -h, --help            show this help
   --version             show the version
 
@@ -42,6 +48,9 @@ fn main() {
         let bundle: Option<PathBuf> = args.opts.opt_value_from_str("--bundle")?;
         let own: Option<String> = args.opts.opt_value_from_str("--ownership")?;
         let max: Option<String> = args.opts.opt_value_from_str("--max-size")?;
+        let inspect: Option<String> = args.opts.opt_value_from_str("--inspect")?;
+        let app: Option<String> = args.opts.opt_value_from_str("--app")?;
+        let json = args.opts.contains("--json");
         let (pos, cmd) = args.positionals()?;
         if !pos.is_empty() || !cmd.is_empty() {
             bail!(
@@ -54,28 +63,57 @@ fn main() {
             None => DEFAULT_MAX_SIZE,
         };
         let record: ImageRecord = read_record(input.as_deref())?;
-        if record.transport == "sandbox" {
-            print_record(&sandbox_rootfs(record)?)?;
-            return Ok(0);
-        }
-        let out = match bundle {
-            Some(b) => unpack_bundle(record, &b, ownership::choose(own.as_deref())?, max_bytes)?,
-            None => {
-                if common::cache::disabled_by_env() {
-                    bail!(
-                        "SINGULARITY_DISABLE_CACHE is set, so the cache is not used: give --bundle DIR"
-                    );
-                }
-                let (ownership, place) = ownership::choose_cached(own.as_deref())?;
-                match unpack_cached(record, ownership, place, max_bytes)? {
+        if let Some(list) = inspect {
+            let sections = Sections::parse(&list)?;
+            let doc = if matches!(record.transport.as_str(), "sif" | "sandbox") {
+                let tree = match produce(record, bundle.as_deref(), own.as_deref(), max_bytes)? {
                     Outcome::Built(r) => *r,
                     Outcome::Failed(code) => return Ok(code),
-                }
-            }
+                };
+                let root = common::rootdir::RootDir::open(&tree.rootfs)?;
+                inspect::from_tree(&root, sections, app.as_deref())
+            } else {
+                // An OCI image's metadata is its labels: nothing to unpack.
+                inspect::from_labels(inspect::config_labels(&record.image_config), sections)
+            };
+            let text = if json || sections.all {
+                inspect::to_json(&doc)?
+            } else {
+                inspect::to_text(&doc, sections, app.as_deref())
+            };
+            use std::io::Write;
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+            return Ok(0);
+        }
+        let out = match produce(record, bundle.as_deref(), own.as_deref(), max_bytes)? {
+            Outcome::Built(r) => *r,
+            Outcome::Failed(code) => return Ok(code),
         };
         print_record(&out)?;
         Ok(0)
     })
+}
+
+/// The root filesystem of the image: the sandbox itself, a private unpack into `bundle`, or
+/// the cache entry (built on a miss).
+fn produce(
+    record: ImageRecord,
+    bundle: Option<&Path>,
+    own: Option<&str>,
+    max_bytes: u64,
+) -> Result<Outcome> {
+    if record.transport == "sandbox" {
+        return Ok(Outcome::Built(Box::new(sandbox_rootfs(record)?)));
+    }
+    if let Some(b) = bundle {
+        let r = unpack_bundle(record, b, ownership::choose(own)?, max_bytes)?;
+        return Ok(Outcome::Built(Box::new(r)));
+    }
+    if common::cache::disabled_by_env() {
+        bail!("SINGULARITY_DISABLE_CACHE is set, so the cache is not used: give --bundle DIR");
+    }
+    let (ownership, place) = ownership::choose_cached(own)?;
+    unpack_cached(record, ownership, place, max_bytes)
 }
 
 fn rootfs_record(

@@ -247,3 +247,69 @@ fn sandboxes_others_could_swap_are_refused() {
             .assert_fatal("replaced");
     }
 }
+
+/// `inspect` reads SingularityCE's metadata from `/.singularity.d` (and `/scif/apps`) of a
+/// native SIF and of a sandbox, in SingularityCE's text and JSON forms; a link in the image
+/// that points out of it is resolved inside the tree.
+#[test]
+fn inspect_shows_singularity_metadata() {
+    for ctx in matrix_with(&[Profile::Root, Profile::User])
+        .into_iter()
+        .filter(|c| c.rt == Rt::Crun)
+    {
+        let sb = build_sandbox(&ctx, "sb");
+        // A SCIF app, and a help text that is a link out of the tree.
+        ctx.run(
+            "sh",
+            &[
+                "-c",
+                "mkdir -p sb/scif/apps/hello/scif && printf '#!/bin/sh\\necho hello\\n' > sb/scif/apps/hello/scif/runscript && ln -s /../../../../../etc/hostname sb/.singularity.d/runscript.help",
+            ],
+        )
+        .assert_code(0);
+        let sif = sif_fixture("busybox");
+        let labels_json = "{\n\t\"data\": {\n\t\t\"attributes\": {\n\t\t\t\"labels\": {\n\t\t\t\t\"maintainer\": \"singularity-oci tests\",\n\t\t\t\t\"org.label-schema.schema-version\": \"1.0\"\n\t\t\t}\n\t\t}\n\t},\n\t\"type\": \"container\"\n}";
+        for img in [sif.to_str().unwrap(), sb.to_str().unwrap()] {
+            ctx.front(&["inspect", "--json", img])
+                .assert_code(0)
+                .assert_stdout_eq(labels_json);
+            ctx.front(&["inspect", "-l", img])
+                .assert_code(0)
+                .assert_stdout_eq(
+                    "maintainer: singularity-oci tests\norg.label-schema.schema-version: 1.0",
+                );
+            ctx.front(&["inspect", "-r", "-t", "-e", img])
+                .assert_code(0)
+                .assert_stdout_eq(concat!(
+                    "#!/bin/sh\necho \"runscript:$SIF_ORDER:$*\"\n",
+                    "#!/bin/sh\necho \"test:$SIF_GREETING\"\nexit 7\n",
+                    "=== /.singularity.d/env/90-environment.sh ===\n",
+                    "export SIF_ORDER=\"$SIF_ORDER:env\"\nexport SIF_GREETING=\"hello from the sif\"",
+                ));
+            let all = ctx.front(&["inspect", "--all", img]);
+            all.assert_code(0);
+            let a = &all.json()["data"]["attributes"];
+            assert_eq!(a["test"], "#!/bin/sh\necho \"test:$SIF_GREETING\"\nexit 7");
+            assert_eq!(a["labels"]["maintainer"], "singularity-oci tests");
+            assert!(a.get("helpfile").is_none(), "read out of the tree: {a}");
+        }
+        let img = sb.to_str().unwrap();
+        ctx.front(&["inspect", "--list-apps", img])
+            .assert_code(0)
+            .assert_stdout_eq("hello");
+        ctx.front(&["inspect", "--app", "hello", "-r", img])
+            .assert_code(0)
+            .assert_stdout_eq("#!/bin/sh\necho hello");
+        let app = ctx.front(&["inspect", "--app", "hello", "-r", "--json", img]);
+        app.assert_code(0);
+        assert_eq!(
+            app.json()["data"]["attributes"]["apps"]["hello"]["runscript"],
+            "#!/bin/sh\necho hello"
+        );
+        // An OCI image has labels only, and nothing is unpacked for them.
+        ctx.front(&["inspect", "-r", &oci_ref("busybox")])
+            .assert_code(0)
+            .assert_stdout_eq("");
+        ctx.assert_no_leftovers();
+    }
+}

@@ -1,4 +1,5 @@
-//! Reading the image's root filesystem safely.
+//! Reading an image's root filesystem safely (`oci-mkspec`'s /etc files, `oci-unpack
+//! --inspect`'s /.singularity.d).
 //!
 //! The rootfs comes from an image and may contain hostile symlinks (`etc/passwd -> /etc/shadow`,
 //! `etc -> ../../..`). Every lookup resolves inside the root with `openat2(RESOLVE_IN_ROOT)`, so
@@ -85,6 +86,24 @@ impl RootDir {
             st.st_ino,
             FileType::from_raw_mode(st.st_mode) == FileType::Directory,
         ))
+    }
+
+    /// The names in directory `p` of the image, sorted bytewise as a shell glob sorts them in
+    /// the C locale (empty when it is not a directory).
+    pub fn list_dir(&self, p: &str) -> Vec<String> {
+        let Ok(fd) = self.open_in(p, OFlags::RDONLY | OFlags::DIRECTORY) else {
+            return Vec::new();
+        };
+        let Ok(dir) = rustix::fs::Dir::read_from(&fd) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().ok().map(str::to_string))
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        names.sort();
+        names
     }
 
     pub fn is_dir(&self, p: &str) -> bool {
