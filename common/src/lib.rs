@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod identity;
 pub mod inspect;
 pub mod mountns;
+pub mod pax;
 pub mod process;
 pub mod record;
 pub mod removal;

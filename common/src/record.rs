@@ -79,8 +79,8 @@ pub struct ImageRecord {
     pub kind: Kind,
     /// The reference exactly as the user gave it.
     pub reference: String,
-    /// Normalised transport: `oci`, `oci-archive`, `docker-archive`, `docker`, `sif` or
-    /// `sandbox`.
+    /// Normalised transport: `oci`, `oci-archive`, `docker-archive`, `docker`, `sif` (native
+    /// SIF), `oci-sif` or `sandbox`.
     pub transport: String,
     /// Digest of the image manifest (the image's identity).
     pub digest: String,

@@ -14,9 +14,9 @@ pub const MAGIC: &[u8; 10] = b"SIF_MAGIC\0";
 pub const HEADER_LEN: u64 = 128;
 pub const DESCRIPTOR_LEN: u64 = 585;
 /// Offset of the magic inside the header (after the 32-byte launch script).
-const MAGIC_AT: usize = 32;
+pub const MAGIC_AT: usize = 32;
 /// Group IDs are stored with this mask set; the group number is the rest.
-const GROUP_MASK: u32 = 0xf000_0000;
+pub const GROUP_MASK: u32 = 0xf000_0000;
 /// More descriptors than any real image has; a bound on what a crafted header can make us read.
 const MAX_DESCRIPTORS: i64 = 1 << 16;
 
@@ -254,6 +254,22 @@ impl Sif {
     /// True when this SIF holds an OCI image (OCI-SIF) rather than a native root filesystem.
     pub fn is_oci_sif(&self) -> bool {
         self.of_type(DATA_OCI_ROOT_INDEX).next().is_some()
+    }
+
+    /// The OCI root index object of an OCI-SIF (there is exactly one).
+    pub fn oci_root_index(&self) -> Result<&Descriptor> {
+        let mut it = self.of_type(DATA_OCI_ROOT_INDEX);
+        match (it.next(), it.next()) {
+            (Some(d), None) => Ok(d),
+            (None, _) => bail!("the SIF holds no OCI root index"),
+            (Some(_), Some(_)) => bail!("the SIF holds more than one OCI root index"),
+        }
+    }
+
+    /// The OCI blob object whose descriptor records `digest` (`sha256:<hex>`).
+    pub fn oci_blob(&self, digest: &str) -> Option<&Descriptor> {
+        self.of_type(DATA_OCI_BLOB)
+            .find(|d| d.oci_digest().as_deref() == Some(digest))
     }
 
     /// The root filesystem of a native SIF for architecture `arch`: the primary system

@@ -5,8 +5,8 @@ use anyhow::{Context, Result, bail};
 use common::cache::Cache;
 use common::cli::Tool;
 use oci_fetch::{
-    archive, image, inspect, layout, media, progress, reference, registry, sandbox, save, sif,
-    store,
+    archive, image, inspect, layout, media, ocisif, progress, reference, registry, sandbox, save,
+    sif, sifwrite, store,
 };
 use reference::ImageRef;
 use std::path::PathBuf;
@@ -24,7 +24,9 @@ REF is one of:
   oci-archive:FILE[:TAG|@DIGEST]
   docker-archive:FILE[:REPO:TAG]
   docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]     (short names: alpine)
-  sif:FILE, or a FILE with the SIF magic        (native SIF: its root filesystem partition)
+  sif:FILE, or a FILE with the SIF magic        (native SIF: its root filesystem partition;
+                                                OCI-SIF: the OCI image it holds)
+  oci-sif:FILE                                  (an OCI-SIF file)
   DIR with a /.singularity.d directory          (sandbox: runs in place, nothing copied)
 
 Options:
@@ -44,7 +46,9 @@ Options:
   --docker-host HOST            accepted and ignored (docker-daemon: is not supported)
   --jobs N                      blobs downloaded in parallel (default 3)
   --save-archive FILE           also write the image to FILE as one OCI archive
-  --force                       let --save-archive replace an existing FILE
+  --save-oci-sif FILE           also write the image to FILE as an OCI-SIF (squashfs layers
+                                made with sqfstar; same image, same bytes)
+  --force                       let --save-archive/--save-oci-sif replace an existing FILE
   --inspect-json                print SingularityCE's `inspect --json` document instead of
                                 the record
   -q, --quiet                   no progress bars
@@ -70,6 +74,8 @@ pub struct Opts {
     pub quiet: bool,
     /// `--save-archive FILE [--force]` (see save.rs).
     pub save_archive: Option<PathBuf>,
+    /// `--save-oci-sif FILE` (see sifwrite.rs).
+    pub save_oci_sif: Option<PathBuf>,
     pub force: bool,
     /// `--inspect-json` (see inspect.rs).
     pub inspect_json: bool,
@@ -140,6 +146,9 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
         save_archive: args.opt_value_from_os_str("--save-archive", |s| {
             Ok::<_, std::convert::Infallible>(PathBuf::from(s))
         })?,
+        save_oci_sif: args.opt_value_from_os_str("--save-oci-sif", |s| {
+            Ok::<_, std::convert::Infallible>(PathBuf::from(s))
+        })?,
         force: flag(args, "--force"),
         inspect_json: flag(args, "--inspect-json"),
     })
@@ -167,17 +176,25 @@ use std::os::unix::fs::DirBuilderExt;
 
 /// A SIF file: its header and descriptors are read and checked here; nothing is copied.
 fn run_sif(reference: &str, path: &std::path::Path, opts: &Opts) -> Result<()> {
+    if opts.save_archive.is_some() || opts.save_oci_sif.is_some() {
+        bail!(
+            "{} is already a SIF image file: copy it instead of writing another",
+            path.display()
+        );
+    }
     let opened = sif::open(path)?;
     let s = common::sif::Sif::read(&opened.file)
         .with_context(|| format!("{} is not a usable SIF", opened.path.display()))?;
-    if s.is_oci_sif() {
-        bail!(
-            "{} is an OCI-SIF image, which this version cannot read yet",
-            opened.path.display()
-        );
+    let record = if s.is_oci_sif() {
+        let use_cache = !opts.disable_cache;
+        ocisif::record(reference, &opened, &s, &opts.want, use_cache)
+    } else {
+        sif::native_record(reference, &opened, &s, &opts.want.arch)
     }
-    let record = sif::native_record(reference, &opened, &s, &opts.want.arch)
-        .with_context(|| format!("cannot use {}", opened.path.display()))?;
+    .with_context(|| format!("cannot use {}", opened.path.display()))?;
+    if opts.inspect_json {
+        return inspect::print(&record);
+    }
     common::record::print_record(&record)
 }
 
@@ -256,6 +273,9 @@ fn run(reference: &str, opts: &Opts) -> Result<()> {
         };
         if let Some(out) = &opts.save_archive {
             save::write_oci_archive(&fetched.record, out, opts.force)?;
+        }
+        if let Some(out) = &opts.save_oci_sif {
+            sifwrite::write_oci_sif(&fetched.record, out, opts.force)?;
         }
         if opts.inspect_json {
             return inspect::print(&fetched.record);

@@ -21,6 +21,12 @@ const REF_NAME: &str = "latest";
 
 /// Write `record`'s image (manifest, config, layers from `record.layout`) to `out`.
 pub fn write_oci_archive(record: &ImageRecord, out: &Path, force: bool) -> Result<()> {
+    write_whole(out, force, |tmp| write_to(record, tmp))
+}
+
+/// Make the file `out` with `write` (which creates the temporary path it is given), whole or
+/// not at all: an existing file is replaced only with `force`, and on failure nothing is left.
+pub fn write_whole(out: &Path, force: bool, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let out = common::fsutil::absolute(out)?;
     match std::fs::symlink_metadata(&out) {
         Ok(m) if m.is_dir() => bail!("{} is a directory", out.display()),
@@ -33,7 +39,7 @@ pub fn write_oci_archive(record: &ImageRecord, out: &Path, force: bool) -> Resul
         Err(e) => return Err(e).with_context(|| format!("cannot stat {}", out.display())),
     }
     let tmp = common::fsutil::temp_sibling(&out);
-    let result = write_to(record, &tmp).and_then(|()| {
+    let result = write(&tmp).and_then(|()| {
         std::fs::rename(&tmp, &out)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))
     });
@@ -43,15 +49,19 @@ pub fn write_oci_archive(record: &ImageRecord, out: &Path, force: bool) -> Resul
     result
 }
 
-fn write_to(record: &ImageRecord, tmp: &Path) -> Result<()> {
-    // O_EXCL and O_NOFOLLOW: never write through a name someone else planted.
-    let file = OpenOptions::new()
+/// Create `path` for writing: a new file (O_EXCL), never through a symlink someone planted.
+pub fn create_new(path: &Path) -> Result<std::fs::File> {
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+fn write_to(record: &ImageRecord, tmp: &Path) -> Result<()> {
+    let file = create_new(tmp)?;
     let mut tar = tar::Builder::new(BufWriter::new(file));
     tar.mode(tar::HeaderMode::Deterministic);
     add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;

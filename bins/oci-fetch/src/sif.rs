@@ -26,7 +26,10 @@ const DIGESTS_DIR: &str = "sif";
 
 /// A reference that names a SIF file: `sif:PATH`, or a plain path to a file with the SIF magic.
 pub fn sif_path(reference: &str) -> Option<PathBuf> {
-    if let Some(p) = reference.strip_prefix("sif:") {
+    if let Some(p) = reference
+        .strip_prefix("sif:")
+        .or_else(|| reference.strip_prefix("oci-sif:"))
+    {
         return Some(PathBuf::from(p));
     }
     if reference.contains("://") {
@@ -61,7 +64,7 @@ pub fn open(path: &Path) -> Result<Opened> {
     })
 }
 
-fn source(o: &Opened, objects: Vec<SifObject>) -> SifSource {
+pub fn source(o: &Opened, objects: Vec<SifObject>) -> SifSource {
     let m = &o.meta;
     SifSource {
         path: o.path.clone(),
@@ -82,7 +85,7 @@ pub fn native_record(reference: &str, o: &Opened, s: &Sif, arch: &str) -> Result
         size: part.size,
     };
     let src = source(o, vec![object]);
-    let layer_digest = match remembered(&src)? {
+    let layer_digest = match remembered(&src, object)? {
         Some(d) => d,
         None => {
             let mut magic = [0u8; 4];
@@ -93,7 +96,7 @@ pub fn native_record(reference: &str, o: &Opened, s: &Sif, arch: &str) -> Result
                 bail!("the SIF's root filesystem partition does not hold a squashfs filesystem");
             }
             let d = hash_object(&o.file, object)?;
-            remember(&src, &d)?;
+            remember(&src, object, &d)?;
             d
         }
     };
@@ -203,12 +206,7 @@ pub fn hash_object(file: &File, o: SifObject) -> Result<Digest> {
 }
 
 /// The entry name for one object of one file identity.
-fn entry_name(src: &SifSource) -> String {
-    let o = src
-        .objects
-        .first()
-        .copied()
-        .unwrap_or(SifObject { offset: 0, size: 0 });
+fn entry_name(src: &SifSource, o: SifObject) -> String {
     let key = format!(
         "sif-object-v1 {} {} {} {} {} {} {}",
         src.dev, src.ino, src.size, src.mtime_ns, src.ctime_ns, o.offset, o.size
@@ -220,12 +218,12 @@ fn entry_name(src: &SifSource) -> String {
 /// checked as every cache lookup checks them (owned by the caller or root, writable by nobody
 /// else, no symlinks); the entry must be a regular file (not a symlink) of the caller's that
 /// nobody else can write.
-fn remembered(src: &SifSource) -> Result<Option<Digest>> {
+pub fn remembered(src: &SifSource, o: SifObject) -> Result<Option<Digest>> {
     let root = common::cache::default_root()?;
     let Some(dir) = common::cache::lookup_dir(&root, DIGESTS_DIR)? else {
         return Ok(None);
     };
-    let p = dir.join(entry_name(src));
+    let p = dir.join(entry_name(src, o));
     let f = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
@@ -248,9 +246,13 @@ fn remembered(src: &SifSource) -> Result<Option<Digest>> {
     Ok(Digest::parse(s.trim()).ok())
 }
 
-fn remember(src: &SifSource, d: &Digest) -> Result<()> {
+pub fn remember(src: &SifSource, o: SifObject, d: &Digest) -> Result<()> {
     let cache = Cache::open_default()?;
     let dir = cache.root().join(DIGESTS_DIR);
     common::fsutil::private_dir(&dir)?;
-    cache.write_entry(&dir.join(entry_name(src)), d.to_string().as_bytes(), 0o600)
+    cache.write_entry(
+        &dir.join(entry_name(src, o)),
+        d.to_string().as_bytes(),
+        0o600,
+    )
 }

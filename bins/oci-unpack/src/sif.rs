@@ -67,6 +67,8 @@ pub fn unpack_into(
         );
     }
     let file = open_checked(src)?;
+    // OCI-SIF layers mark deletions the OverlayFS way; a native SIF partition is a plain tree.
+    let overlay_whiteouts = record.transport == "oci-sif";
     let mut applier = Applier::new(root, ownership)?;
     let mut sockets = 0;
     for (i, (layer, obj)) in record.layers.iter().zip(&src.objects).enumerate() {
@@ -84,7 +86,7 @@ pub fn unpack_into(
         {
             bail!("layer {} lies outside the SIF file", i + 1);
         }
-        sockets += apply_squashfs(&mut applier, &file, *obj, max_bytes)
+        sockets += apply_squashfs(&mut applier, &file, *obj, max_bytes, overlay_whiteouts)
             .with_context(|| format!("layer {} ({})", i + 1, layer.digest))?;
     }
     // The tree is only as good as the file was for the whole read.
@@ -100,11 +102,13 @@ pub fn unpack_into(
 }
 
 /// Apply one squashfs object of `file` as a layer; returns how many sockets were left out.
+/// With `overlay_whiteouts`, OverlayFS whiteouts in it delete from the layers below.
 pub fn apply_squashfs(
     applier: &mut Applier,
     file: &File,
     obj: SifObject,
     max_bytes: u64,
+    overlay_whiteouts: bool,
 ) -> Result<u64> {
     let (reader, writer) = std::io::pipe().context("cannot create a pipe")?;
     // SAFETY: F_SETPIPE_SZ only resizes the pipe buffer; failure keeps the default size.
@@ -115,7 +119,10 @@ pub fn apply_squashfs(
         .spawn(move || -> Result<u64> {
             let mut img = Image::open(file, obj.offset, obj.size)?;
             let out = BufWriter::with_capacity(256 << 10, writer);
-            let walk = Walk::new(&mut img, out, max_bytes);
+            let mut walk = Walk::new(&mut img, out, max_bytes);
+            if overlay_whiteouts {
+                walk = walk.overlay_whiteouts();
+            }
             let (_, sockets) = walk.run()?;
             Ok(sockets)
         })

@@ -4,7 +4,7 @@ use super::{Image, METADATA_SIZE, MetaPos};
 use anyhow::{Context, Result, bail};
 
 pub const NO_FRAGMENT: u32 = u32::MAX;
-const NO_XATTR: u32 = u32::MAX;
+pub const NO_XATTR: u32 = u32::MAX;
 /// Longest name a directory entry may carry (as in the kernel).
 const MAX_NAME: usize = 256;
 /// Longest symlink target (as in the kernel: one page).

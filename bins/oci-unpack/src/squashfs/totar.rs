@@ -6,6 +6,13 @@
 //! names, `.`, `..`, `/` or NUL); a directory inode reached twice is a hard-link cycle and is
 //! refused. Everything else a name or link can do is the applier's business, exactly as for a
 //! tar layer.
+//!
+//! The squashfs layers of an OCI-SIF carry OverlayFS whiteouts (SingularityCE converts a
+//! layer's AUFS markers when it keeps several layers): a 0/0 character device deletes the name
+//! below, a directory with `trusted.overlay.opaque=y` hides everything below it. With
+//! [`Walk::overlay_whiteouts`] they become the OCI (AUFS) markers the applier knows, `.wh.NAME`
+//! and `DIR/.wh..wh..opq`; the plain `.wh.` markers of a layer made from a tar as it is pass
+//! through unchanged either way.
 
 use super::inode::{self, Inode, Kind, NO_FRAGMENT};
 use super::{Image, MetaPos};
@@ -19,6 +26,10 @@ const MAX_PATH: usize = 4096;
 const TAR_NAME_LEN: usize = 100;
 /// Deepest directory nesting the walk follows (the applier's own limit).
 const MAX_DEPTH: usize = 256;
+/// OverlayFS's opaque-directory attribute, and the OCI markers the walk turns whiteouts into.
+const OVERLAY_OPAQUE: &[u8] = b"trusted.overlay.opaque";
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 pub struct Walk<'a, W: Write> {
     img: &'a mut Image,
@@ -33,6 +44,10 @@ pub struct Walk<'a, W: Write> {
     fragment: Option<(u32, Vec<u8>)>,
     /// Sockets cannot travel in tar (nor in OCI layers); they are left out.
     sockets: u64,
+    /// Turn OverlayFS whiteouts into OCI markers (OCI-SIF layers).
+    overlay_whiteouts: bool,
+    /// The directory whose header was just written is OverlayFS-opaque.
+    opaque: bool,
 }
 
 impl<'a, W: Write> Walk<'a, W> {
@@ -47,7 +62,15 @@ impl<'a, W: Write> Walk<'a, W> {
             block: Vec::new(),
             fragment: None,
             sockets: 0,
+            overlay_whiteouts: false,
+            opaque: false,
         }
+    }
+
+    /// Read OverlayFS whiteouts as OCI whiteouts (see the module comment).
+    pub fn overlay_whiteouts(mut self) -> Self {
+        self.overlay_whiteouts = true;
+        self
     }
 
     /// Write the whole tree, then the end-of-archive marker; returns the output and how many
@@ -91,8 +114,24 @@ impl<'a, W: Write> Walk<'a, W> {
                     bail!("squashfs tree deeper than {MAX_DEPTH} levels");
                 }
                 self.header(&path, &ino, EntryType::Directory, 0, None)?;
+                if std::mem::take(&mut self.opaque) {
+                    let mut marker = path.clone();
+                    marker.push(b'/');
+                    marker.extend_from_slice(OPAQUE_MARKER);
+                    self.marker(&marker, &ino)?;
+                }
                 let children = self.listing(listing, size)?;
                 stack.push((path, children.into_iter()));
+                continue;
+            }
+            if self.overlay_whiteouts && matches!(ino.kind, Kind::Char(0)) {
+                let mut marker = dir.clone();
+                if !marker.is_empty() {
+                    marker.push(b'/');
+                }
+                marker.extend_from_slice(WHITEOUT_PREFIX);
+                marker.extend_from_slice(&e.name);
+                self.marker(&marker, &ino)?;
                 continue;
             }
             if ino.nlink > 1 {
@@ -143,6 +182,21 @@ impl<'a, W: Write> Walk<'a, W> {
         }
     }
 
+    /// An empty regular file standing for a whiteout, with the owner and time of `like`.
+    fn marker(&mut self, path: &[u8], like: &Inode) -> Result<()> {
+        if path.len() > MAX_PATH {
+            bail!("squashfs path longer than {MAX_PATH} bytes");
+        }
+        let ino = Inode {
+            kind: Kind::Fifo,
+            mode: 0o600,
+            xattr: inode::NO_XATTR,
+            nlink: 1,
+            ..like.clone()
+        };
+        self.header(path, &ino, EntryType::Regular, 0, None)
+    }
+
     fn link(&mut self, path: &[u8], ino: &Inode, first: &[u8]) -> Result<()> {
         self.header(path, ino, EntryType::Link, 0, Some(first))
     }
@@ -167,6 +221,10 @@ impl<'a, W: Write> Walk<'a, W> {
         }
         if ino.has_xattrs() && kind != EntryType::Link {
             for (k, v) in inode::read_xattrs(self.img, ino.xattr)? {
+                if self.overlay_whiteouts && k == OVERLAY_OPAQUE {
+                    self.opaque = kind == EntryType::Directory && v == b"y";
+                    continue;
+                }
                 if k.contains(&b'=') || k.contains(&0) {
                     bail!(
                         "squashfs xattr name '{}' cannot be represented",
@@ -179,7 +237,7 @@ impl<'a, W: Write> Walk<'a, W> {
             }
         }
         if !pax.is_empty() {
-            let body = pax_body(&pax);
+            let body = common::pax::body(&pax);
             let mut h = Header::new_ustar();
             h.set_entry_type(EntryType::XHeader);
             set_bytes(&mut h.as_old_mut().name, b"././@PaxHeader");
@@ -322,38 +380,4 @@ fn pad<W: Write>(out: &mut W, len: u64) -> Result<()> {
         out.write_all(&[0u8; 512][..512 - rem])?;
     }
     Ok(())
-}
-
-/// PAX records: `<len> <key>=<value>\n`, where `<len>` counts the whole record, itself included.
-fn pax_body(records: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (k, v) in records {
-        let rest = 1 + k.len() + 1 + v.len() + 1; // " " key "=" value "\n"
-        let mut len = rest + 1;
-        while len != rest + len.to_string().len() {
-            len = rest + len.to_string().len();
-        }
-        body.extend_from_slice(len.to_string().as_bytes());
-        body.push(b' ');
-        body.extend_from_slice(k);
-        body.push(b'=');
-        body.extend_from_slice(v);
-        body.push(b'\n');
-    }
-    body
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn pax_lengths_count_themselves() {
-        let b = super::pax_body(&[(b"path".to_vec(), vec![b'a'; 94])]);
-        // 3 + 1 + 4 + 1 + 94 + 1 = 104 (a two-digit guess would be one short).
-        assert!(
-            b.starts_with(b"104 path="),
-            "{}",
-            String::from_utf8_lossy(&b)
-        );
-        assert_eq!(b.len(), 104);
-    }
 }
