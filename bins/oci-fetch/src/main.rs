@@ -176,9 +176,9 @@ use std::os::unix::fs::DirBuilderExt;
 
 /// A SIF file: its header and descriptors are read and checked here; nothing is copied.
 fn run_sif(reference: &str, path: &std::path::Path, opts: &Opts) -> Result<()> {
-    if opts.save_archive.is_some() || opts.save_oci_sif.is_some() {
+    if opts.save_archive.is_some() {
         bail!(
-            "{} is already a SIF image file: copy it instead of writing another",
+            "{} is a SIF image file: it cannot be written as an OCI archive (use --save-oci-sif)",
             path.display()
         );
     }
@@ -192,6 +192,10 @@ fn run_sif(reference: &str, path: &std::path::Path, opts: &Opts) -> Result<()> {
         sif::native_record(reference, &opened, &s, &opts.want.arch)
     }
     .with_context(|| format!("cannot use {}", opened.path.display()))?;
+    if let Some(out) = &opts.save_oci_sif {
+        // A SIF is already the single image file SingularityCE runs: it is copied as it is.
+        sifwrite::copy_sif(&opened.file, out, opts.force)?;
+    }
     if opts.inspect_json {
         return inspect::print(&record);
     }

@@ -76,6 +76,21 @@ pub fn write_oci_sif(record: &ImageRecord, out: &Path, force: bool) -> Result<()
     })
 }
 
+/// Copy the SIF open as `src` (checked by the caller) to `out`, whole or not at all.
+pub fn copy_sif(src: &File, out: &Path, force: bool) -> Result<()> {
+    save::write_whole(out, force, |tmp| {
+        let mut dst = save::create_new(tmp)?;
+        let len = src.metadata()?.len();
+        let mut from = src.try_clone()?;
+        from.seek(SeekFrom::Start(0))?;
+        let n = std::io::copy(&mut from.take(len), &mut dst)?;
+        if n != len {
+            bail!("the SIF changed while it was copied");
+        }
+        dst.sync_all().context("cannot sync the copy")
+    })
+}
+
 /// A private scratch directory beside the output, removed on drop.
 struct WorkDir(PathBuf);
 
@@ -233,6 +248,30 @@ struct Scan {
     whiteouts: bool,
     opaque: HashSet<Vec<u8>>,
     dirs: HashSet<Vec<u8>>,
+    /// Names the layer itself holds, and its hard links (name, target).
+    names: HashSet<Vec<u8>>,
+    hard_links: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A name sqfstar refuses as it is (`.` for the root, as umoci writes it, or a `.` inside).
+    odd_names: bool,
+}
+
+impl Scan {
+    /// A hard link to a file of a lower layer cannot be kept: squashfs links only within one
+    /// filesystem, and sqfstar drops such a link (as it does for SingularityCE's layers).
+    fn check_links(&self) -> Result<()> {
+        if let Some((name, target)) = self
+            .hard_links
+            .iter()
+            .find(|(_, t)| !self.names.contains(t))
+        {
+            bail!(
+                "it hard-links /{} to /{}, a file of a lower layer, which a squashfs layer cannot hold (write an OCI archive with an older version, or flatten the image first)",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(target)
+            );
+        }
+        Ok(())
+    }
 }
 
 fn scan(tar: impl Read) -> Result<Scan> {
@@ -252,7 +291,9 @@ fn scan(tar: impl Read) -> Result<Scan> {
                 }
             }
         }
-        let path = normalize(&e.path_bytes());
+        let raw = e.path_bytes().into_owned();
+        s.odd_names |= raw == b"." || has_dot_component(&raw);
+        let path = normalize(&raw);
         let (parent, base) = split(&path);
         if base == OPAQUE {
             s.whiteouts = true;
@@ -260,7 +301,15 @@ fn scan(tar: impl Read) -> Result<Scan> {
         } else if base.starts_with(WHITEOUT) {
             s.whiteouts = true;
         }
-        if e.header().entry_type().is_dir() {
+        let kind = e.header().entry_type();
+        if kind.is_hard_link()
+            && let Some(t) = e.link_name_bytes()
+        {
+            s.hard_links.push((path.clone(), normalize(&t)));
+        } else {
+            s.names.insert(path.clone());
+        }
+        if kind.is_dir() {
             s.dirs.insert(path);
         }
     }
@@ -283,6 +332,16 @@ fn normalize(p: &[u8]) -> Vec<u8> {
         p = r;
     }
     if p == b"." { Vec::new() } else { p.to_vec() }
+}
+
+/// Whether a name has a `.` or `..` component after its leading `./` and `/` (which sqfstar
+/// skips itself).
+fn has_dot_component(p: &[u8]) -> bool {
+    let mut p = p;
+    while let Some(r) = p.strip_prefix(b"./").or_else(|| p.strip_prefix(b"/")) {
+        p = r;
+    }
+    p.split(|&c| c == b'/').any(|c| c == b"." || c == b"..")
 }
 
 /// (parent, base name) of a normalized path; the parent of a top-level name is empty.
@@ -313,6 +372,7 @@ fn squashfs_layer(layout: &Path, d: &Descriptor, sqfstar: &Path, out: &Path) -> 
         );
     }
     let s = scan(layer_tar(layout, d)?)?;
+    s.check_links()?;
     let log_path = out.with_extension("log");
     let log = File::create(&log_path)?;
     let mut child = Command::new(sqfstar)
@@ -326,7 +386,7 @@ fn squashfs_layer(layout: &Path, d: &Descriptor, sqfstar: &Path, out: &Path) -> 
         .spawn()
         .with_context(|| format!("cannot run {}", sqfstar.display()))?;
     let stdin = BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped stdin"));
-    let fed = if s.whiteouts {
+    let fed = if s.whiteouts || s.odd_names {
         to_overlay_whiteouts(layer_tar(layout, d)?, stdin, &s)
     } else {
         let mut stdin = stdin;
@@ -349,13 +409,24 @@ fn squashfs_layer(layout: &Path, d: &Descriptor, sqfstar: &Path, out: &Path) -> 
     fed.context("cannot feed the layer to sqfstar")
 }
 
-/// Copy a tar stream, turning AUFS whiteouts into OverlayFS ones (see the module comment).
+/// Copy a tar stream, turning AUFS whiteouts into OverlayFS ones (see the module comment), with
+/// names normalized and without an entry for the root (sqfstar gives the root its own owner
+/// and mode).
 fn to_overlay_whiteouts(tar_in: impl Read, out: impl Write, s: &Scan) -> Result<()> {
     let mut ar = tar::Archive::new(tar_in);
     let mut b = tar::Builder::new(out);
     for e in ar.entries()? {
         let mut e = e?;
         let path = normalize(&e.path_bytes());
+        if path.is_empty() {
+            continue;
+        }
+        if e.header().entry_type() == tar::EntryType::GNUSparse {
+            bail!(
+                "/{} is a GNU sparse file, which this converter does not rewrite",
+                String::from_utf8_lossy(&path)
+            );
+        }
         let (parent, base) = split(&path);
         let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         if let Some(exts) = e.pax_extensions()? {
@@ -522,6 +593,8 @@ mod tests {
         assert_eq!(normalize(b"./"), b"");
         assert_eq!(split(b"a/b/.wh.c"), (&b"a/b"[..], &b".wh.c"[..]));
         assert_eq!(split(b".wh.c"), (&b""[..], &b".wh.c"[..]));
+        assert!(has_dot_component(b"a/./b") && has_dot_component(b"./a/.."));
+        assert!(!has_dot_component(b"./a/b") && !has_dot_component(b"/.wh..wh..opq"));
     }
 
     #[test]
