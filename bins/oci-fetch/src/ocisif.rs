@@ -13,7 +13,7 @@ use crate::media::{self, Doc, RawDescriptor, Wanted};
 use crate::sif::{self, Opened};
 use anyhow::{Context, Result, bail};
 use common::digest::Digest;
-use common::record::{ImageRecord, SCHEMA_VERSION, SifObject};
+use common::record::{ImageRecord, Platform, SifObject};
 use common::sif::{Descriptor as SifDescriptor, Sif};
 use std::os::unix::fs::FileExt;
 
@@ -119,7 +119,10 @@ pub fn record(
     )?;
     let image_config: serde_json::Value = serde_json::from_slice(&config_bytes)
         .context("the OCI-SIF's image config is not valid JSON")?;
-    let platform = media::record_platform(from_index.as_ref(), &image_config);
+    let platform = match &from_index {
+        Some(p) => p.to_record(),
+        None => Platform::of_config(&image_config),
+    };
     if !platform.architecture.is_empty() && platform.architecture != want.arch {
         bail!(
             "the OCI-SIF's image is built for {} and {} was asked for",
@@ -155,20 +158,17 @@ pub fn record(
         verify_layer(o, &src, *obj, &l.digest, use_cache)
             .with_context(|| format!("layer {} of the OCI-SIF", i + 1))?;
     }
-    Ok(ImageRecord {
-        schema_version: SCHEMA_VERSION,
-        kind: "image".into(),
-        reference: reference.into(),
-        transport: "oci-sif".into(),
-        digest: manifest_desc.digest.clone(),
-        layout: src.path.clone(),
-        manifest: manifest_desc.to_record(),
-        config: config_raw.to_record(),
-        layers: layers_raw.iter().map(RawDescriptor::to_record).collect(),
-        platform,
+    let layers = layers_raw.iter().map(RawDescriptor::to_record).collect();
+    let record = ImageRecord::new(
+        reference,
+        "oci-sif",
+        src.path.clone(),
+        manifest_desc.to_record(),
+        config_raw.to_record(),
+        layers,
         image_config,
-        sif: Some(src),
-    })
+    );
+    Ok(record.with_platform(platform).with_sif(src))
 }
 
 /// Check one layer object against its digest: from the remembered digest of this file identity
