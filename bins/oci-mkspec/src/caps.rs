@@ -2,7 +2,7 @@
 //! set for root), `--keep-privs`, `--no-privs`, `--add-caps` and `--drop-caps`. The tests pin
 //! the five `/proc/self/status` masks SingularityCE's own capability tests expect.
 
-use serde_json::{Value, json};
+use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities};
 
 /// Capability names by bit number (linux/capability.h, up to CAP_CHECKPOINT_RESTORE = 40).
 pub const CAP_NAMES: &[&str] = &[
@@ -140,8 +140,35 @@ fn dedup(v: impl IntoIterator<Item = String>) -> Vec<String> {
     out
 }
 
+/// The typed capability of a name of [`CAP_NAMES`] (oci-spec knows every one of them; a unit
+/// test checks it).
+fn capability(name: &str) -> Capability {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .unwrap_or_else(|_| panic!("{name} is not a capability oci-spec knows"))
+}
+
+fn set_of(names: &[String]) -> Capabilities {
+    names.iter().map(|n| capability(n)).collect()
+}
+
+/// Where a capability goes in config.json's lists. oci-spec keeps them as sets, so order means
+/// nothing to a runtime; a fixed order makes the same inputs give the same bytes: the default
+/// set first in SingularityCE's order, then the others by bit number.
+pub fn listing_rank(name: &str) -> usize {
+    DEFAULT_CAPS
+        .iter()
+        .position(|c| *c == name)
+        .or_else(|| {
+            CAP_NAMES
+                .iter()
+                .position(|c| *c == name)
+                .map(|bit| DEFAULT_CAPS.len() + bit)
+        })
+        .unwrap_or(usize::MAX)
+}
+
 /// `process.capabilities` per Singularity's getProcessCapabilities.
-pub fn process_caps(i: &CapInputs) -> Value {
+pub fn process_caps(i: &CapInputs) -> LinuxCapabilities {
     let base: Vec<String> = if i.no_privs {
         vec![]
     } else if i.keep_privs {
@@ -153,22 +180,43 @@ pub fn process_caps(i: &CapInputs) -> Value {
         .into_iter()
         .filter(|c| !i.drop.contains(c))
         .collect();
-    if i.target_uid == 0 {
-        json!({"bounding": caps, "permitted": caps, "effective": caps,
-               "inheritable": [], "ambient": []})
+    let mut out = LinuxCapabilities::default();
+    out.set_bounding(Some(set_of(&caps)));
+    let (held, inherited) = if i.target_uid == 0 {
+        (caps, Vec::new())
     } else {
         let added: Vec<String> = dedup(i.add.iter().cloned())
             .into_iter()
             .filter(|c| !i.drop.contains(c))
             .collect();
-        json!({"bounding": caps, "permitted": added, "effective": added,
-               "inheritable": added, "ambient": added})
-    }
+        (added.clone(), added)
+    };
+    out.set_permitted(Some(set_of(&held)))
+        .set_effective(Some(set_of(&held)))
+        .set_inheritable(Some(set_of(&inherited)))
+        .set_ambient(Some(set_of(&inherited)));
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn oci_spec_knows_every_capability_name() {
+        for n in CAP_NAMES {
+            assert_eq!(serde_json::to_value(capability(n)).unwrap(), *n);
+        }
+    }
+
+    #[test]
+    fn listing_puts_the_default_set_first() {
+        let mut all: Vec<&str> = CAP_NAMES.to_vec();
+        all.sort_by_key(|n| listing_rank(n));
+        assert_eq!(&all[..DEFAULT_CAPS.len()], DEFAULT_CAPS);
+        assert_eq!(all[DEFAULT_CAPS.len()], "CAP_DAC_READ_SEARCH");
+    }
 
     fn names(v: &Value) -> Vec<String> {
         v.as_array()
@@ -196,14 +244,15 @@ mod tests {
         let cur = full();
         let (a, _) = parse_list(Some(add));
         let (d, _) = parse_list(Some(drop));
-        masks(&process_caps(&CapInputs {
+        let caps = process_caps(&CapInputs {
             target_uid: uid,
             no_privs,
             keep_privs: keep,
             current: &cur,
             add: &a,
             drop: &d,
-        }))
+        });
+        masks(&serde_json::to_value(caps).unwrap())
     }
 
     #[test]

@@ -5,7 +5,9 @@
 
 use crate::options::CgroupFlags;
 use anyhow::{Context, Result, bail};
-use serde_json::{Map, Value, json};
+use oci_spec::runtime::{
+    LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPidsBuilder, LinuxResources, LinuxWeightDeviceBuilder,
+};
 
 /// docker/go-units RAMInBytes: `500M`, `1.5g`, `64KiB`, `1024` (binary multipliers).
 pub fn ram_in_bytes(s: &str) -> Result<i64> {
@@ -53,16 +55,16 @@ fn device_major_minor(path: &str) -> Result<(u64, u64)> {
 }
 
 /// The resources asked for by the flags, or `None` when no limit flag was given.
-pub fn from_flags(f: &CgroupFlags, ncpus: usize) -> Result<Option<Value>> {
-    let mut r = Map::new();
-    let mut blkio = Map::new();
+pub fn from_flags(f: &CgroupFlags, ncpus: usize) -> Result<Option<LinuxResources>> {
+    let mut r = LinuxResources::default();
+    let mut blkio = LinuxBlockIo::default();
     if let Some(w) = &f.blkio_weight {
         let w: u16 = int("blkio-weight", w)?;
         if w != 0 {
             if !(10..=1000).contains(&w) {
                 bail!("blkio-weight must be in range 10-1000");
             }
-            blkio.insert("weight".into(), json!(w));
+            blkio.set_weight(Some(w));
         }
     }
     if !f.blkio_weight_device.is_empty() {
@@ -79,26 +81,32 @@ pub fn from_flags(f: &CgroupFlags, ncpus: usize) -> Result<Option<Value>> {
             if !(10..=1000).contains(&w) {
                 bail!("blkio-device-weight must be in range 10-1000");
             }
-            devs.push(json!({"major": major, "minor": minor, "weight": w}));
+            devs.push(
+                LinuxWeightDeviceBuilder::default()
+                    .major(major as i64)
+                    .minor(minor as i64)
+                    .weight(w)
+                    .build()?,
+            );
         }
-        blkio.insert("weightDevice".into(), Value::Array(devs));
+        blkio.set_weight_device(Some(devs));
     }
-    if !blkio.is_empty() {
-        r.insert("blockIO".into(), Value::Object(blkio));
+    if blkio != LinuxBlockIo::default() {
+        r.set_block_io(Some(blkio));
     }
 
-    let mut cpu = Map::new();
+    let mut cpu = LinuxCpu::default();
     if let Some(s) = &f.cpu_shares {
         let s: i64 = int("cpu-shares", s)?;
         if s > 0 {
-            cpu.insert("shares".into(), json!(s));
+            cpu.set_shares(Some(s as u64));
         }
     }
     if let Some(c) = &f.cpuset_cpus {
-        cpu.insert("cpus".into(), json!(c));
+        cpu.set_cpus(Some(c.clone()));
     }
     if let Some(m) = &f.cpuset_mems {
-        cpu.insert("mems".into(), json!(m));
+        cpu.set_mems(Some(m.clone()));
     }
     if let Some(c) = &f.cpus {
         let n: f64 = c
@@ -114,25 +122,20 @@ pub fn from_flags(f: &CgroupFlags, ncpus: usize) -> Result<Option<Value>> {
         // Singularity computes nano-CPUs first (1e9 precision), then the quota.
         let nano = (n * 1e9).round() as u64;
         let quota = (nano * period / 1_000_000_000) as i64;
-        cpu.insert("period".into(), json!(period));
-        cpu.insert("quota".into(), json!(quota));
+        cpu.set_period(Some(period)).set_quota(Some(quota));
     }
-    if !cpu.is_empty() {
-        r.insert("cpu".into(), Value::Object(cpu));
+    if cpu != LinuxCpu::default() {
+        r.set_cpu(Some(cpu));
     }
 
-    let mut mem = Map::new();
+    let mut mem = LinuxMemory::default();
     if let Some(m) = &f.memory {
-        mem.insert(
-            "limit".into(),
-            json!(ram_in_bytes(m).context("invalid memory value")?),
-        );
+        mem.set_limit(Some(ram_in_bytes(m).context("invalid memory value")?));
     }
     if let Some(m) = &f.memory_reservation {
-        mem.insert(
-            "reservation".into(),
-            json!(ram_in_bytes(m).context("invalid memory-reservation value")?),
-        );
+        mem.set_reservation(Some(
+            ram_in_bytes(m).context("invalid memory-reservation value")?,
+        ));
     }
     if let Some(m) = &f.memory_swap {
         let v = if m.trim() == "-1" {
@@ -140,13 +143,13 @@ pub fn from_flags(f: &CgroupFlags, ncpus: usize) -> Result<Option<Value>> {
         } else {
             ram_in_bytes(m).context("invalid memory-swap value")?
         };
-        mem.insert("swap".into(), json!(v));
+        mem.set_swap(Some(v));
     }
     if f.oom_kill_disable {
-        mem.insert("disableOOMKiller".into(), json!(true));
+        mem.set_disable_oom_killer(Some(true));
     }
-    if !mem.is_empty() {
-        r.insert("memory".into(), Value::Object(mem));
+    if mem != LinuxMemory::default() {
+        r.set_memory(Some(mem));
     }
 
     if let Some(p) = &f.pids_limit {
@@ -155,25 +158,24 @@ pub fn from_flags(f: &CgroupFlags, ncpus: usize) -> Result<Option<Value>> {
             bail!("invalid pids-limit: {p}");
         }
         if p != 0 {
-            r.insert("pids".into(), json!({"limit": p}));
+            r.set_pids(Some(LinuxPidsBuilder::default().limit(p).build()?));
         }
     }
-    Ok((!r.is_empty()).then_some(Value::Object(r)))
+    Ok((r != LinuxResources::default()).then_some(r))
 }
 
-/// Convert a cgroups TOML document into `linux.resources`.
-pub fn from_toml(text: &str, file: &str) -> Result<Value> {
+/// Convert a cgroups TOML document into `linux.resources`. Keys the runtime-spec does not
+/// define are ignored, as SingularityCE (which reads the file into the same type) and the
+/// runtimes ignore them; a value of the wrong type is an error naming the file.
+pub fn from_toml(text: &str, file: &str) -> Result<LinuxResources> {
     let t: toml::Table = toml::from_str(text)
         .with_context(|| format!("while parsing {file}: toml: expected valid TOML"))?;
     let v = serde_json::to_value(t).context("cannot convert the cgroups TOML to JSON")?;
-    if !v.is_object() {
-        bail!("{file}: expected a TOML table");
-    }
-    Ok(v)
+    serde_json::from_value(v).with_context(|| format!("{file}: not a valid cgroups resource file"))
 }
 
 /// The resources requested by flags or by `--apply-cgroups` (they cannot be combined).
-pub fn requested(f: &CgroupFlags, ncpus: usize) -> Result<Option<Value>> {
+pub fn requested(f: &CgroupFlags, ncpus: usize) -> Result<Option<LinuxResources>> {
     let from_flags = from_flags(f, ncpus)?;
     match (&from_flags, &f.apply_cgroups) {
         (Some(_), Some(_)) => bail!("cannot apply a cgroups TOML file while using limit flags"),
@@ -189,6 +191,7 @@ pub fn requested(f: &CgroupFlags, ncpus: usize) -> Result<Option<Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn sizes() {
@@ -215,7 +218,7 @@ mod tests {
             oom_kill_disable: true,
             ..Default::default()
         };
-        let r = from_flags(&f, 2).unwrap().unwrap();
+        let r = serde_json::to_value(from_flags(&f, 2).unwrap().unwrap()).unwrap();
         assert_eq!(
             r,
             json!({
@@ -245,12 +248,25 @@ mod tests {
     #[test]
     fn toml_file() {
         let v = from_toml("[memory]\nlimit = 524288000\n[pids]\nlimit = 10\n", "f").unwrap();
+        let v = serde_json::to_value(v).unwrap();
         assert_eq!(
             v,
             json!({"memory": {"limit": 524288000}, "pids": {"limit": 10}})
         );
         let e = from_toml("[memory\n", "f").unwrap_err();
         assert!(format!("{e:#}").contains("toml: expected"), "{e:#}");
+        // Typed as linux.resources: unknown keys go, a wrong type is refused.
+        let v = from_toml(
+            "[memory]\nlimit = 1\nsurprise = 2\n[nonsense]\nx = 1\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(v).unwrap(),
+            json!({"memory": {"limit": 1}})
+        );
+        let e = from_toml("[memory]\nlimit = \"lots\"\n", "f.toml").unwrap_err();
+        assert!(format!("{e:#}").contains("f.toml"), "{e:#}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The parts of the OCI image configuration that shape the container.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImageFacts {
@@ -11,8 +12,9 @@ pub struct ImageFacts {
     pub user: String,
     pub has_volumes: bool,
     pub has_exposed_ports: bool,
-    /// `org.opencontainers.image.*` facts, then the image labels (labels win).
-    pub annotations: Map<String, Value>,
+    /// config.json's `annotations`: `org.opencontainers.image.*` facts, then the image labels
+    /// (labels win). Values are strings, as the runtime-spec wants them.
+    pub annotations: HashMap<String, String>,
     /// A Singularity-built image (native SIF, sandbox) whose `/.singularity.d` defines the
     /// actions (see `singularity_d`).
     pub singularity_d: bool,
@@ -35,13 +37,10 @@ fn non_empty_object(v: Option<&Value>) -> bool {
 impl ImageFacts {
     pub fn from_config(cfg: &Value) -> ImageFacts {
         let c = cfg.get("config").cloned().unwrap_or(Value::Null);
-        let mut ann = Map::new();
+        let mut ann = HashMap::new();
         let mut put = |k: &str, v: Option<&Value>| {
             if let Some(s) = v.and_then(Value::as_str).filter(|s| !s.is_empty()) {
-                ann.insert(
-                    format!("org.opencontainers.image.{k}"),
-                    Value::String(s.to_string()),
-                );
+                ann.insert(format!("org.opencontainers.image.{k}"), s.to_string());
             }
         };
         put("os", cfg.get("os"));
@@ -56,7 +55,7 @@ impl ImageFacts {
         if let Some(labels) = c.get("Labels").and_then(Value::as_object) {
             for (k, v) in labels {
                 if let Some(s) = v.as_str() {
-                    ann.insert(k.clone(), Value::String(s.to_string()));
+                    ann.insert(k.clone(), s.to_string());
                 }
             }
         }

@@ -12,7 +12,7 @@
 //! command is not PID 1 and signals reach it as on the host.
 
 use anyhow::{Result, bail};
-use serde_json::{Value, json};
+use oci_spec::runtime::Mount;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -69,13 +69,11 @@ pub fn wrap_args(args: &[String]) -> Vec<String> {
 }
 
 /// The read-only bind mount of the host init.
-pub fn mount(host_path: &str) -> Value {
-    json!({
-        "destination": CONTAINER_PATH,
-        "type": "bind",
-        "source": host_path,
-        "options": ["rbind", "ro", "nosuid", "nodev"],
-    })
+pub fn mount(host_path: &str) -> Mount {
+    let options = ["rbind", "ro", "nosuid", "nodev"]
+        .map(String::from)
+        .to_vec();
+    crate::mounts::m(CONTAINER_PATH, "bind", host_path, options)
 }
 
 #[cfg(test)]

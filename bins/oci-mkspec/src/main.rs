@@ -201,7 +201,7 @@ fn run(args: cli::Args) -> Result<i32> {
             etc_paths.push(w.write(&format!("etc/{name}"), bytes, 0o644)?);
         }
     }
-    let config_bytes = serde_json::to_vec_pretty(&built.config)?;
+    let config_bytes = serde_json::to_vec_pretty(&built.config_json()?)?;
     let config = w.write("config.json", &config_bytes, 0o644)?;
     make_workdir_dirs(&built.workdir_dirs)?;
 

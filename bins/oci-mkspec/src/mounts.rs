@@ -5,7 +5,7 @@
 
 use crate::binds::Bind;
 use anyhow::{Result, bail};
-use serde_json::{Value, json};
+use oci_spec::runtime::Mount;
 use std::path::Path;
 
 /// The home directory plan.
@@ -81,8 +81,15 @@ pub struct MountInputs<'a> {
     pub etc_files: &'a [(String, String)],
 }
 
-fn m(dest: &str, typ: &str, source: &str, options: Vec<String>) -> Value {
-    json!({"destination": dest, "type": typ, "source": source, "options": options})
+/// One entry of `mounts`: every mount here names its type, source and options.
+pub fn m(dest: &str, typ: &str, source: &str, options: Vec<String>) -> Mount {
+    let mut mount = Mount::default();
+    mount
+        .set_destination(dest.into())
+        .set_typ(Some(typ.to_string()))
+        .set_source(Some(source.into()))
+        .set_options(Some(options));
+    mount
 }
 
 fn o(v: &[&str]) -> Vec<String> {
@@ -147,7 +154,7 @@ pub fn check_bind(b: &Bind) -> Result<()> {
 }
 
 /// Build the mount list (pure). Warnings go to `warn`.
-pub fn build(i: &MountInputs, warn: &mut dyn FnMut(String)) -> Result<Vec<Value>> {
+pub fn build(i: &MountInputs, warn: &mut dyn FnMut(String)) -> Result<Vec<Mount>> {
     if i.no_mount("dev") {
         bail!("OCI-mode requires /dev to be mounted, but '--no-mount dev' was requested");
     }
@@ -352,7 +359,7 @@ pub fn build(i: &MountInputs, warn: &mut dyn FnMut(String)) -> Result<Vec<Value>
     }
     // 12. host cwd, --no-compat only.
     if i.no_compat && !i.contain && !i.no_mount("cwd") && i.host_cwd != "/" {
-        let taken = v.iter().any(|x| x["destination"] == i.host_cwd);
+        let taken = v.iter().any(|x| x.destination().as_os_str() == i.host_cwd);
         if !taken {
             let mut opts = o(&["rbind", "nodev"]);
             i.nosuid(&mut opts);

@@ -13,7 +13,12 @@ use crate::process;
 use anyhow::{Result, bail};
 use common::identity::PasswdEntry;
 use common::subid::{IdMapEntry, reverse_map};
-use serde_json::{Map, Value, json};
+use oci_spec::runtime::{
+    Linux, LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxResources, ProcessBuilder, Root, Spec, UserBuilder,
+};
+use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// runtime-spec version written into config.json (what crun 1.8.1 and runc 1.1.5 accept).
@@ -72,7 +77,7 @@ pub struct Inputs<'a> {
     /// Evaluated `--env-file`s.
     pub env_files: &'a [Vec<(String, String)>],
     /// Resources requested by the cgroup flags / TOML.
-    pub resources: Option<Value>,
+    pub resources: Option<LinuxResources>,
     /// Whether the chosen runtime is crun (only asked for `--no-setgroups`).
     pub runtime_is_crun: Option<bool>,
     /// The host's init binary to run as PID 1 (`init::find`); `None`: the command is PID 1.
@@ -82,7 +87,8 @@ pub struct Inputs<'a> {
 /// What `build` produces.
 #[derive(Debug)]
 pub struct Built {
-    pub config: Value,
+    /// config.json; write it as [`Built::config_json`].
+    pub config: Spec,
     /// Files to write under `<bundle>/etc/`: (file name, contents).
     pub etc_files: Vec<(String, Vec<u8>)>,
     pub uid: u32,
@@ -94,12 +100,45 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
-fn map_json(v: &[IdMapEntry]) -> Value {
-    Value::Array(
-        v.iter()
-            .map(|e| json!({"containerID": e.container, "hostID": e.host, "size": e.size}))
-            .collect(),
-    )
+impl Built {
+    /// config.json as written: object keys sorted, and capabilities in
+    /// [`caps::listing_rank`] order. oci-spec keeps annotations in a `HashMap` and capabilities
+    /// in `HashSet`s, whose order changes from run to run; a fixed order makes the same inputs
+    /// give the same bytes.
+    pub fn config_json(&self) -> Result<Value> {
+        let mut v = serde_json::to_value(&self.config)?;
+        if let Some(Value::Object(sets)) = v.pointer_mut("/process/capabilities") {
+            for set in sets.values_mut() {
+                if let Value::Array(names) = set {
+                    names.sort_by_key(|n| caps::listing_rank(n.as_str().unwrap_or_default()));
+                }
+            }
+        }
+        Ok(v)
+    }
+}
+
+fn id_mappings(v: &[IdMapEntry]) -> Result<Vec<LinuxIdMapping>> {
+    v.iter()
+        .map(|e| {
+            Ok(LinuxIdMappingBuilder::default()
+                .container_id(e.container)
+                .host_id(e.host)
+                .size(e.size)
+                .build()?)
+        })
+        .collect()
+}
+
+fn namespace(typ: LinuxNamespaceType) -> Result<LinuxNamespace> {
+    Ok(LinuxNamespaceBuilder::default().typ(typ).build()?)
+}
+
+/// A value of an oci-spec type with nothing set. Their `Default`s are runc's example
+/// configuration (rlimits, masked paths, a hostname, ...); config.json holds only what `build`
+/// sets.
+fn empty<T: serde::de::DeserializeOwned>() -> T {
+    serde_json::from_str("{}").expect("an oci-spec type with only optional fields")
 }
 
 fn absolute(p: &str, cwd: &str) -> String {
@@ -276,9 +315,9 @@ pub fn build(i: &Inputs) -> Result<Built> {
         drop: &drop,
     });
 
-    let mut user = json!({"uid": target.uid, "gid": target.gid});
+    let mut user = UserBuilder::default().uid(target.uid).gid(target.gid);
     if o.no_compat && !o.no_umask {
-        user["umask"] = json!(h.umask);
+        user = user.umask(h.umask);
     }
     // A minimal init as PID 1, where the command would otherwise be PID 1 (init.rs).
     let init_path = i.init.filter(|_| !o.no_pid && !o.no_init);
@@ -286,15 +325,17 @@ pub fn build(i: &Inputs) -> Result<Built> {
         Some(_) => init::wrap_args(&args),
         None => args.clone(),
     };
-    let process = json!({
-        "terminal": h.terminal,
-        "user": user,
-        "args": process_args,
-        "env": env,
-        "cwd": cwd,
-        "capabilities": capabilities,
-        "noNewPrivileges": o.no_privs,
-    });
+    let mut process = ProcessBuilder::default()
+        .terminal(h.terminal)
+        .user(user.build()?)
+        .args(process_args)
+        .env(env)
+        .cwd(cwd)
+        .capabilities(capabilities)
+        .no_new_privileges(o.no_privs)
+        .build()?;
+    // Not part of SingularityCE's process (oci-spec's default has an RLIMIT_NOFILE of 1024).
+    process.set_rlimits(None);
 
     // Generated /etc files (not for an image USER: its own passwd/group stay).
     let mut etc_files: Vec<(String, Vec<u8>)> = Vec::new();
@@ -398,29 +439,33 @@ pub fn build(i: &Inputs) -> Result<Built> {
     }
 
     // Namespaces, in Singularity's order.
-    let mut ns = vec![json!({"type": "ipc"}), json!({"type": "mount"})];
+    let mut ns = vec![
+        namespace(LinuxNamespaceType::Ipc)?,
+        namespace(LinuxNamespaceType::Mount)?,
+    ];
     if o.net {
-        ns.push(json!({"type": "network"}));
+        ns.push(namespace(LinuxNamespaceType::Network)?);
     }
     if !o.no_pid {
-        ns.push(json!({"type": "pid"}));
+        ns.push(namespace(LinuxNamespaceType::Pid)?);
     }
-    let mut linux = Map::new();
+    let mut linux: Linux = empty();
     if o.userns && h.is_root {
         // Beyond Singularity (which adds a user namespace without maps, which runtimes reject):
         // an identity map, so --userns as root runs in a user namespace that changes nothing else.
-        ns.push(json!({"type": "user"}));
+        ns.push(namespace(LinuxNamespaceType::User)?);
         let full = [IdMapEntry {
             container: 0,
             host: 0,
             size: u32::MAX,
         }];
-        linux.insert("uidMappings".into(), map_json(&full));
-        linux.insert("gidMappings".into(), map_json(&full));
+        linux
+            .set_uid_mappings(Some(id_mappings(&full)?))
+            .set_gid_mappings(Some(id_mappings(&full)?));
     }
     let uts = o.uts || o.hostname.is_some();
     if uts {
-        ns.push(json!({"type": "uts"}));
+        ns.push(namespace(LinuxNamespaceType::Uts)?);
     }
     if inner_userns {
         let (us, gs) = match h.subid_sizes {
@@ -436,50 +481,50 @@ pub fn build(i: &Inputs) -> Result<Built> {
         }
         let um = reverse_map(h.uid, us, "uid")?;
         let gm = reverse_map(h.gid, gs, "gid")?;
-        ns.push(json!({"type": "user"}));
-        linux.insert("uidMappings".into(), map_json(&um));
-        linux.insert("gidMappings".into(), map_json(&gm));
+        ns.push(namespace(LinuxNamespaceType::User)?);
+        linux
+            .set_uid_mappings(Some(id_mappings(&um)?))
+            .set_gid_mappings(Some(id_mappings(&gm)?));
     }
-    linux.insert("namespaces".into(), Value::Array(ns));
+    linux.set_namespaces(Some(ns));
 
     // Cgroups: only real root can manage them on this kind of host (no systemd, cgroup v1).
     match (&i.resources, h.is_root) {
         (Some(r), true) => {
-            linux.insert("resources".into(), r.clone());
-            linux.insert(
-                "cgroupsPath".into(),
-                json!(format!("/singularity-oci/{}", h.unique)),
-            );
+            linux
+                .set_resources(Some(r.clone()))
+                .set_cgroups_path(Some(format!("/singularity-oci/{}", h.unique).into()));
         }
         (Some(_), false) => bail!(
             "system configuration does not support cgroup management: cgroup limits need root on this host (no systemd cgroup delegation)"
         ),
         (None, _) => {
-            linux.insert("resources".into(), json!({}));
+            // An empty object rather than none: crun >= 1.11 crashes without it.
+            linux.set_resources(Some(empty()));
         }
     }
 
-    let mut annotations = i.image.annotations.clone();
+    let mut annotations: HashMap<String, String> = i.image.annotations.clone();
     if o.no_setgroups {
-        annotations.insert("run.oci.keep_original_groups".into(), json!("1"));
+        // crun's own annotation: keep the caller's supplementary groups.
+        annotations.insert("run.oci.keep_original_groups".into(), "1".into());
     }
     if i.image.has_volumes {
         warn("Container specifies volume mounts, which are not supported by singularity. It may not operate as expected.".into());
     }
 
-    let mut config = json!({
-        "ociVersion": OCI_VERSION,
-        "process": process,
-        "root": {"path": "rootfs", "readonly": o.no_compat && !o.writable_tmpfs},
-        "mounts": mount_list,
-        "linux": linux,
-    });
-    if let Some(hn) = &o.hostname {
-        config["hostname"] = json!(hn);
-    }
-    if !annotations.is_empty() {
-        config["annotations"] = Value::Object(annotations);
-    }
+    let mut root = Root::default();
+    root.set_path("rootfs".into())
+        .set_readonly(Some(o.no_compat && !o.writable_tmpfs));
+    let mut config: Spec = empty();
+    config
+        .set_version(OCI_VERSION.into())
+        .set_process(Some(process))
+        .set_root(Some(root))
+        .set_mounts(Some(mount_list))
+        .set_linux(Some(linux))
+        .set_hostname(o.hostname.clone())
+        .set_annotations((!annotations.is_empty()).then_some(annotations));
     Ok(Built {
         config,
         etc_files,

@@ -99,13 +99,28 @@ fn opts(args: &[&str]) -> (Options, Vec<String>) {
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/ash\n";
 const GROUP: &str = "root:x:0:\n";
 
+/// What `spec::build` produced, with config.json as written (`Built::config_json`): `config`
+/// is that JSON, the rest of `Built` is reached through `Deref`.
+#[derive(Debug)]
+struct Tested {
+    built: Built,
+    config: Value,
+}
+
+impl std::ops::Deref for Tested {
+    type Target = Built;
+    fn deref(&self) -> &Built {
+        &self.built
+    }
+}
+
 fn build_with(
     args: &[&str],
     h: &Host,
     img: &ImageFacts,
     passwd: Option<&str>,
     crun: Option<bool>,
-) -> anyhow::Result<Built> {
+) -> anyhow::Result<Tested> {
     build_with_init(args, h, img, passwd, crun, None)
 }
 
@@ -116,7 +131,7 @@ fn build_with_init(
     passwd: Option<&str>,
     crun: Option<bool>,
     init: Option<&str>,
-) -> anyhow::Result<Built> {
+) -> anyhow::Result<Tested> {
     let (o, cmd) = opts(args);
     let dir_exists = |p: &str| p == "/" || p == "/etc";
     let facts = RootfsFacts {
@@ -131,7 +146,7 @@ fn build_with_init(
     } else {
         Action::Exec
     });
-    spec::build(&Inputs {
+    let built = spec::build(&Inputs {
         opts: &o,
         action,
         command: &cmd,
@@ -144,7 +159,9 @@ fn build_with_init(
         resources,
         runtime_is_crun: crun,
         init,
-    })
+    })?;
+    let config = built.config_json()?;
+    Ok(Tested { built, config })
 }
 
 #[test]
@@ -209,7 +226,7 @@ fn validate(config: &Value) {
     );
 }
 
-fn golden(name: &str, b: &Built) {
+fn golden(name: &str, b: &Tested) {
     validate(&b.config);
     let got = json!({"config": b.config, "etcFiles": b.etc_files.iter().map(|(n, c)| json!({n: String::from_utf8_lossy(c)})).collect::<Vec<_>>()});
     let path = testdata().join("golden").join(format!("{name}.json"));
@@ -223,6 +240,44 @@ fn golden(name: &str, b: &Built) {
     )
     .unwrap();
     assert_eq!(got, want, "{name}: config differs from {}", path.display());
+}
+
+/// oci-spec keeps capabilities and annotations in hash containers: the written config is still
+/// the same bytes for the same inputs, with the capabilities in their listing order.
+#[test]
+fn config_json_is_deterministic() {
+    let args = [
+        "--keep-privs",
+        "--add-caps",
+        "CAP_SYS_TIME,CAP_SYS_ADMIN",
+        "--no-setgroups",
+        "--",
+        "id",
+    ];
+    let h = host(0, None);
+    let img = ImageFacts::from_config(&json!({
+        "os": "linux", "architecture": "amd64",
+        "config": {"Labels": {"b": "2", "a": "1", "c": "3"}, "Cmd": ["/bin/sh"]}
+    }));
+    let first = build_with(&args, &h, &img, Some(PASSWD), Some(true)).unwrap();
+    let bytes = serde_json::to_vec_pretty(&first.config).unwrap();
+    for _ in 0..20 {
+        let again = build_with(&args, &h, &img, Some(PASSWD), Some(true)).unwrap();
+        assert_eq!(serde_json::to_vec_pretty(&again.config).unwrap(), bytes);
+    }
+    let bounding: Vec<&str> = first.config["process"]["capabilities"]["bounding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let mut sorted = bounding.clone();
+    sorted.sort_by_key(|c| crate::caps::listing_rank(c));
+    assert_eq!(bounding, sorted);
+    assert_eq!(
+        first.config["annotations"]["run.oci.keep_original_groups"],
+        "1"
+    );
 }
 
 #[test]
@@ -587,7 +642,8 @@ fn var_tmp_link_drops_the_var_tmp_mount() {
         init: None,
     })
     .unwrap();
-    let dests: Vec<&str> = b.config["mounts"]
+    let config = b.config_json().unwrap();
+    let dests: Vec<&str> = config["mounts"]
         .as_array()
         .unwrap()
         .iter()
@@ -600,7 +656,7 @@ fn var_tmp_link_drops_the_var_tmp_mount() {
     assert_eq!(b.workdir_dirs, vec![PathBuf::from("/w/tmp")]);
 }
 
-fn mount_of<'a>(b: &'a Built, dest: &str) -> &'a Value {
+fn mount_of<'a>(b: &'a Tested, dest: &str) -> &'a Value {
     b.config["mounts"]
         .as_array()
         .unwrap()
