@@ -5,18 +5,16 @@
 //! (`--help`, `--version`, `FATAL:` lines and exit codes), digests, the cache layout and its locks,
 //! the caller's identity and subordinate IDs, and the runtime state directory rules.
 
-pub mod bundlelock;
 pub mod bundleremoval;
 pub mod bundlesweep;
 pub mod cache;
-pub mod cgroupfix;
 pub mod cli;
-pub mod conmon;
 pub mod digest;
 pub mod fds;
 pub mod fsutil;
 pub mod identity;
 pub mod inspect;
+pub mod lifecycle;
 pub mod mountns;
 pub mod pax;
 pub mod process;
@@ -26,8 +24,6 @@ pub mod rootdir;
 pub mod runtime;
 pub mod sandbox;
 pub mod sif;
-pub mod statedir;
 pub mod subid;
 pub mod term;
 pub mod trusted;
-pub mod userns;

@@ -4,15 +4,9 @@
 /// The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
 /// A zombie (killed, not yet reaped by whoever inherited it) counts as gone.
 pub fn start_ticks(pid: i32) -> Option<u64> {
-    if pid <= 0 {
-        return None;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    if matches!(fields.next(), Some("Z" | "X")) {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
+    crate::lifecycle::proc::stat(pid)
+        .filter(|s| !s.is_gone())
+        .map(|s| s.start_ticks)
 }
 
 /// Is the process that had `pid` and started at `ticks` still running?

@@ -377,7 +377,7 @@ impl ContainerRecord {
     /// `conmon_pid`: status `created`, the default log in the state directory, the attach socket
     /// and exit file where conmon puts them, no terminal and no pid file until set.
     pub fn created(place: ContainerPlace, pid: i32, conmon_pid: i32) -> Self {
-        use crate::conmon::{ATTACH_SOCKET, CONTAINER_LOG, EXIT_FILE};
+        use crate::lifecycle::statedir::{ATTACH_SOCKET, CONTAINER_LOG, EXIT_FILE};
         ContainerRecord {
             schema_version: SCHEMA_VERSION,
             kind: Kind::Container,

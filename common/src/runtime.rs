@@ -1,41 +1,7 @@
-//! Choosing the low-level OCI runtime: crun preferred, runc as the fallback.
+//! Program lookup: the one way every stage finds an executable by name (the OCI runtime
+//! itself is chosen in `lifecycle::runtime`).
 
-use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
-
-/// Environment variable naming the runtime (a name on PATH or a path).
-pub const ENV_RUNTIME: &str = "SINGULARITY_OCI_RUNTIME";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuntimeKind {
-    Crun,
-    Runc,
-    /// Another runc-compatible runtime (youki, ...): no runtime-specific workarounds.
-    Other,
-}
-
-#[derive(Debug, Clone)]
-pub struct Runtime {
-    pub path: PathBuf,
-    pub kind: RuntimeKind,
-}
-
-impl Runtime {
-    pub fn name(&self) -> String {
-        self.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-}
-
-fn kind_of(path: &Path) -> RuntimeKind {
-    match path.file_name().and_then(|n| n.to_str()) {
-        Some(n) if n.starts_with("crun") => RuntimeKind::Crun,
-        Some(n) if n.starts_with("runc") => RuntimeKind::Runc,
-        _ => RuntimeKind::Other,
-    }
-}
 
 /// Directories searched after `$PATH`: the sbin directories a user's PATH often lacks.
 const FALLBACK_DIRS: [&str; 6] = [
@@ -81,62 +47,9 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Select the runtime: `requested` (from `--runtime`), else `$SINGULARITY_OCI_RUNTIME`, else
-/// crun, else runc.
-pub fn select(requested: Option<&str>) -> Result<Runtime> {
-    let wanted = requested
-        .map(str::to_string)
-        .or_else(|| std::env::var(ENV_RUNTIME).ok().filter(|v| !v.is_empty()));
-    if let Some(w) = wanted {
-        return match which(&w) {
-            Some(p) => {
-                let path = std::fs::canonicalize(&p).unwrap_or(p);
-                let kind = kind_of(Path::new(&w)).max_known(kind_of(&path));
-                Ok(Runtime { path, kind })
-            }
-            None => bail!("OCI runtime '{w}' not found{}", install_hint(&w)),
-        };
-    }
-    for name in ["crun", "runc"] {
-        if let Some(p) = which(name) {
-            let kind = kind_of(Path::new(name));
-            return Ok(Runtime { path: p, kind });
-        }
-    }
-    bail!("no OCI runtime found: install the 'crun' package (or 'runc')")
-}
-
-trait MaxKnown {
-    fn max_known(self, other: Self) -> Self;
-}
-impl MaxKnown for RuntimeKind {
-    fn max_known(self, other: Self) -> Self {
-        if self == RuntimeKind::Other {
-            other
-        } else {
-            self
-        }
-    }
-}
-
-fn install_hint(name: &str) -> String {
-    match Path::new(name).file_name().and_then(|n| n.to_str()) {
-        Some("crun") => ": install the 'crun' package".into(),
-        Some("runc") => ": install the 'runc' package".into(),
-        _ => String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kinds() {
-        assert_eq!(kind_of(Path::new("/usr/bin/crun")), RuntimeKind::Crun);
-        assert_eq!(kind_of(Path::new("runc")), RuntimeKind::Runc);
-        assert_eq!(kind_of(Path::new("youki")), RuntimeKind::Other);
-    }
 
     /// An executable planted in the working directory is never found through an empty or a
     /// relative PATH entry.
@@ -156,11 +69,5 @@ mod tests {
         assert_eq!(which_in("../x", std::ffi::OsStr::new("/bin")), None);
         let abs = std::ffi::OsString::from(format!(":.:{}", d.path().display()));
         assert_eq!(which_in(name, &abs), Some(planted));
-    }
-
-    #[test]
-    fn missing_runtime_names_package() {
-        let e = select(Some("/nonexistent/crun")).unwrap_err();
-        assert!(e.to_string().contains("install the 'crun' package"), "{e}");
     }
 }

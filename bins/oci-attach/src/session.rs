@@ -29,14 +29,7 @@ const SEND_MAX: usize = 32 * 1024 - 1;
 const STREAM_STDOUT: u8 = 2;
 const STREAM_STDERR: u8 = 3;
 
-pub enum Ending {
-    /// The output stream ended: the container exited (or conmon went away).
-    StreamEnded,
-    /// The detach keys were typed.
-    Detached,
-    /// A terminating signal arrived.
-    Signalled(i32),
-}
+pub use common::lifecycle::ops::attach::Ending;
 
 pub struct Session {
     pub sock: OwnedFd,

@@ -1,4 +1,4 @@
-//! The bundle as oci-conmon-create sees it, and the state that a create owns until it succeeds.
+//! The bundle as oci-conmon-create sees it.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -32,62 +32,5 @@ impl Bundle {
             Some(_) => bail!("{}: process.terminal must be true or false", cfg.display()),
         };
         Ok(Bundle { path, terminal })
-    }
-}
-
-/// The state directory and the bundle lock of a create in progress. Dropped without
-/// [`Prepared::keep`], it releases the lock, removes the conmon files from the bundle and
-/// removes the state directory, so a failed create leaves nothing behind.
-pub struct Prepared {
-    bundle: PathBuf,
-    id: String,
-    state_dir: PathBuf,
-    locked: bool,
-    keep: bool,
-}
-
-impl Prepared {
-    pub fn new(bundle: &Bundle, id: &str, root: &Path, state_dir: &Path) -> Result<Prepared> {
-        if let Some(parent) = state_dir.parent() {
-            common::fsutil::private_dir(parent)?;
-        }
-        // create_dir (not create_dir_all): losing a race with another create of the same id must
-        // fail here rather than share the directory.
-        std::fs::create_dir(state_dir).with_context(|| {
-            format!("cannot create the state directory {}", state_dir.display())
-        })?;
-        let mut p = Prepared {
-            bundle: bundle.path.clone(),
-            id: id.to_string(),
-            state_dir: state_dir.to_path_buf(),
-            locked: false,
-            keep: false,
-        };
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))?;
-        common::bundlelock::lock(&bundle.path, id, root, common::bundlelock::state_dir_exists)?;
-        p.locked = true;
-        Ok(p)
-    }
-
-    pub fn keep(&mut self) {
-        self.keep = true;
-    }
-}
-
-impl Drop for Prepared {
-    fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
-        common::conmon::remove_bundle_leftovers(&self.bundle);
-        if self.locked
-            && let Err(e) = common::bundlelock::release(&self.bundle, &self.id)
-        {
-            common::cli::warn(format!("{e:#}"));
-        }
-        if let Err(e) = std::fs::remove_dir_all(&self.state_dir) {
-            common::cli::warn(format!("cannot remove {}: {e}", self.state_dir.display()));
-        }
     }
 }

@@ -12,8 +12,8 @@
 //! SingularityCE): what conmon, the runtime and our exit command need, nothing else.
 
 use anyhow::{Context, Result, bail};
-use common::conmon as files;
-use common::runtime::{Runtime, RuntimeKind};
+use common::lifecycle::runtime::{RuntimeBinary, RuntimeKind};
+use common::lifecycle::statedir as files;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 /// Everything one create needs to know.
 pub struct Plan {
     pub conmon: PathBuf,
-    pub runtime: Runtime,
+    pub runtime: RuntimeBinary,
     pub root: PathBuf,
     pub id: String,
     pub bundle: PathBuf,
@@ -32,6 +32,7 @@ pub struct Plan {
     pub log_path: PathBuf,
     pub terminal: bool,
     pub timeout: Duration,
+    pub helpers: Helpers,
 }
 
 pub struct Created {
@@ -52,34 +53,66 @@ const PASSED_ENV: [&str; 12] = [
     "LC_ALL",
     common::identity::ENV_ROOTLESS_UID,
     common::identity::ENV_ROOTLESS_GID,
-    common::statedir::ENV_STATE_ROOT,
-    common::runtime::ENV_RUNTIME,
+    common::lifecycle::root::ENV_STATE_ROOT,
+    common::lifecycle::runtime::ENV_RUNTIME,
     "SINGULARITY_DEBUG",
     "SINGULARITY_QUIET",
     "SINGULARITY_OCI_SINGLE_ID",
 ];
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The runtime as conmon must call it: crun on a hybrid-cgroup host goes through this very
-/// executable's wrapper mode, which hides the cgroup2 controllers in a private mount namespace
-/// before exec'ing crun (see `internal.rs`).
-fn runtime_argv(plan: &Plan, self_exe: &std::path::Path) -> (PathBuf, Vec<String>) {
+/// The programs conmon calls back, found beside this one (as the front finds its stages).
+pub struct Helpers {
+    /// `oci-cgroup-fix`, when crun needs the hybrid-cgroup fix on this host.
+    pub cgroup_fix: Option<PathBuf>,
+    /// `oci-runtime-shim`, for the exit command.
+    pub shim: PathBuf,
+}
+
+impl Helpers {
+    pub fn find(runtime: &RuntimeBinary) -> Result<Helpers> {
+        let fix_needed =
+            runtime.kind == RuntimeKind::Crun && common::lifecycle::cgroupfix::host_needs_fix();
+        Ok(Helpers {
+            cgroup_fix: fix_needed
+                .then(|| beside_us("oci-cgroup-fix"))
+                .transpose()?,
+            shim: beside_us("oci-runtime-shim")?,
+        })
+    }
+}
+
+/// A sibling executable of this one, else the one on PATH.
+fn beside_us(name: &str) -> Result<PathBuf> {
+    let here = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file());
+    here.or_else(|| common::runtime::which(name))
+        .with_context(|| format!("{name} not found beside oci-conmon-create or on PATH"))
+}
+
+/// The runtime as conmon must call it: crun on a hybrid-cgroup host goes through the
+/// `oci-cgroup-fix` chain-loader, which hides the cgroup2 controllers in a private mount
+/// namespace before exec'ing crun.
+fn runtime_argv(plan: &Plan) -> (PathBuf, Vec<String>) {
     let mut args = Vec::new();
-    let program = if plan.runtime.kind == RuntimeKind::Crun && common::cgroupfix::host_needs_fix() {
-        args.push(crate::internal::RUNTIME_WRAPPER.to_string());
-        args.push(plan.runtime.path.to_string_lossy().into_owned());
-        self_exe.to_path_buf()
-    } else {
-        plan.runtime.path.clone()
+    let program = match &plan.helpers.cgroup_fix {
+        Some(fix) => {
+            args.push("--".to_string());
+            args.push(plan.runtime.path.to_string_lossy().into_owned());
+            fix.clone()
+        }
+        None => plan.runtime.path.clone(),
     };
     args.push(format!("--root={}", plan.root.display()));
     (program, args)
 }
 
-fn conmon_args(plan: &Plan, self_exe: &std::path::Path) -> Vec<String> {
+fn conmon_args(plan: &Plan) -> Vec<String> {
     let sd = &plan.state_dir;
     let p = |name: &str| sd.join(name).to_string_lossy().into_owned();
-    let (runtime, runtime_args) = runtime_argv(plan, self_exe);
+    let (runtime, runtime_args) = runtime_argv(plan);
     let mut a: Vec<String> = vec![
         "--api-version".into(),
         "1".into(),
@@ -108,14 +141,19 @@ fn conmon_args(plan: &Plan, self_exe: &std::path::Path) -> Vec<String> {
         "--log-path".into(),
         format!("k8s-file:{}", plan.log_path.display()),
         "--exit-command".into(),
-        self_exe.to_string_lossy().into_owned(),
-        "--exit-command-arg".into(),
-        crate::internal::EXIT_CLEANUP.into(),
-        "--exit-command-arg".into(),
-        sd.to_string_lossy().into_owned(),
-        "--exit-command-arg".into(),
-        plan.bundle.to_string_lossy().into_owned(),
+        plan.helpers.shim.to_string_lossy().into_owned(),
     ]);
+    // oci-runtime-shim --root ROOT conmon-exited --bundle BUNDLE ID
+    for arg in [
+        "--root".to_string(),
+        plan.root.to_string_lossy().into_owned(),
+        "conmon-exited".into(),
+        "--bundle".into(),
+        plan.bundle.to_string_lossy().into_owned(),
+        plan.id.clone(),
+    ] {
+        a.extend(["--exit-command-arg".into(), arg]);
+    }
     // A terminal is a console socket handed to the runtime; otherwise stdout/stderr are pipes
     // and stdin is kept open for oci-attach.
     a.push(
@@ -199,12 +237,11 @@ fn high_fd(fd: OwnedFd) -> Result<OwnedFd> {
 /// Start conmon, let it go, and wait for its report. On any failure the partial container is
 /// torn down (conmon killed, runtime state deleted) before the error is returned.
 pub fn run(plan: &Plan) -> Result<Created> {
-    let self_exe = std::env::current_exe().context("cannot find this executable")?;
     let (sync_parent, sync_child) = seqpacket_pair()?;
     let (start_parent, start_child) = seqpacket_pair()?;
     let sync_child = high_fd(sync_child)?;
     let start_child = high_fd(start_child)?;
-    let args = conmon_args(plan, &self_exe);
+    let args = conmon_args(plan);
     common::cli::debug(format!("{} {}", plan.conmon.display(), args.join(" ")));
 
     let mut cmd = Command::new(&plan.conmon);
@@ -254,7 +291,7 @@ pub fn run(plan: &Plan) -> Result<Created> {
         Ok(Created { pid, conmon_pid })
     })();
     if outcome.is_err() {
-        teardown(plan, &mut child, &self_exe);
+        teardown(plan, &mut child);
     }
     outcome
 }
@@ -359,29 +396,11 @@ fn interpret(line: &[u8], conmon_err: &str, plan: &Plan) -> Result<i32> {
         return Ok(data as i32);
     }
     match v.get("message").and_then(|m| m.as_str()) {
-        Some(m) if !m.trim().is_empty() => bail!("{rt}: {}", runtime_words(m)),
+        Some(m) if !m.trim().is_empty() => {
+            bail!("{rt}: {}", common::lifecycle::error::all_messages(m))
+        }
         _ => bail!("container creation failed ({rt} gave no message)"),
     }
-}
-
-/// runc logs in logrus text (`time=".." level=error msg="..."`); keep just the message. crun's
-/// lines are already plain.
-fn runtime_words(m: &str) -> String {
-    let mut out: Vec<String> = Vec::new();
-    for line in m.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let msg = line
-            .find("msg=\"")
-            .map(|i| {
-                let rest = &line[i + 5..];
-                let end = rest.rfind('"').unwrap_or(rest.len());
-                rest[..end].replace("\\\"", "\"")
-            })
-            .unwrap_or_else(|| line.to_string());
-        if !out.contains(&msg) {
-            out.push(msg);
-        }
-    }
-    out.join(": ")
 }
 
 /// conmon's own stderr has noise (`oom_score_adj` when CAP_SYS_RESOURCE is missing); keep the
@@ -395,7 +414,7 @@ fn significant_conmon_lines(s: &str) -> String {
 }
 
 /// Best-effort removal of a half-made container: conmon's monitor, then the runtime's state.
-fn teardown(plan: &Plan, child: &mut std::process::Child, self_exe: &std::path::Path) {
+fn teardown(plan: &Plan, child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
     if let Ok(pid) = files::read_pid(&plan.state_dir.join(files::CONMON_PID)) {
@@ -403,7 +422,7 @@ fn teardown(plan: &Plan, child: &mut std::process::Child, self_exe: &std::path::
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     if plan.root.join(&plan.id).exists() {
-        let (program, mut args) = runtime_argv(plan, self_exe);
+        let (program, mut args) = runtime_argv(plan);
         args.extend(["delete".into(), "--force".into(), plan.id.clone()]);
         let child = Command::new(program)
             .args(args)
@@ -433,15 +452,5 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
         assert_ne!(uuid_v4(), u);
-    }
-
-    #[test]
-    fn runc_words_are_unwrapped() {
-        let m = "time=\"2026-11-29T03:00:00Z\" level=error msg=\"runc create failed: unable to start container process: exec: \\\"nope\\\": executable file not found in $PATH\"\n";
-        assert_eq!(
-            runtime_words(m),
-            "runc create failed: unable to start container process: exec: \"nope\": executable file not found in $PATH"
-        );
-        assert_eq!(runtime_words("crun: x\n"), "crun: x");
     }
 }

@@ -4,17 +4,18 @@
 //! socket, exit status), and `oci-runtime-shim start ID` starts it. conmon is driven with the
 //! `_OCI_SYNCPIPE`/`_OCI_STARTPIPE` protocol of its API version 1 (see `launch.rs`).
 //!
-//! The same executable has two internal modes that conmon calls back (see `internal.rs`): the
-//! runtime wrapper that applies the crun hybrid-cgroup fix, and the exit command.
+//! conmon calls two other programs back, found beside this one: `oci-cgroup-fix`, the
+//! chain-loader that applies crun's hybrid-cgroup fix before the runtime where the host needs
+//! it, and `oci-runtime-shim conmon-exited`, the exit command.
 
 mod bundle;
-mod internal;
 mod launch;
 mod options;
 
 use anyhow::{Context, Result, bail};
 use common::cli::Tool;
-use common::conmon as files;
+use common::lifecycle::ops::create::Reservation;
+use common::lifecycle::statedir as files;
 use common::record::{ContainerPlace, ContainerRecord};
 use std::path::{Path, PathBuf};
 
@@ -45,10 +46,6 @@ See oci-conmon-create(1).
 };
 
 fn main() {
-    // conmon calls this executable back for the runtime and for the exit command; those modes
-    // take raw argv (they are not user-facing) and must run before any option parsing.
-    common::cli::install_panic_hook();
-    internal::dispatch();
     TOOL.main(|args| {
         let o = options::parse(args)?;
         create(o)?;
@@ -66,19 +63,11 @@ fn create(o: options::Options) -> Result<()> {
     }
     let conmon = common::runtime::which("conmon")
         .context("conmon not found: install the 'conmon' package")?;
-    let runtime = common::runtime::select(o.runtime.as_deref())?;
+    let runtime = common::lifecycle::runtime::select(o.runtime.as_deref())?;
+    let helpers = launch::Helpers::find(&runtime)?;
     let bundle = bundle::Bundle::open(&o.bundle)?;
-    let root = match &o.root {
-        Some(r) => {
-            let r = common::fsutil::absolute(r)?;
-            common::fsutil::private_dir(&r)?;
-            r
-        }
-        None => common::statedir::runtime_state_root()?,
-    };
-    let sd = common::statedir::container_dir(&root, &o.id)?;
-    refuse_existing(&root, &sd, &o.id)?;
-
+    let root = common::lifecycle::root::resolve(o.root.as_deref())?;
+    let sd = files::container_dir(&root, &o.id)?;
     let log_path = match &o.log_path {
         Some(p) => check_log_path(p)?,
         None => sd.join(files::CONTAINER_LOG),
@@ -89,9 +78,14 @@ fn create(o: options::Options) -> Result<()> {
         .map(common::fsutil::absolute)
         .transpose()?;
 
-    // The bundle lock and the state directory are ours from here; `Prepared` undoes both unless
-    // the create succeeds.
-    let mut prepared = bundle::Prepared::new(&bundle, &o.id, &root, &sd)?;
+    // The state directory (with its bundle link and runtime record) and the bundle lock are ours
+    // from here; the reservation undoes both unless the create succeeds.
+    let rt = common::lifecycle::process::Program {
+        bin: runtime.clone(),
+        root: root.clone(),
+        debug: common::cli::debug_enabled(),
+    };
+    let reservation = Reservation::new(&rt, &o.id, &bundle.path)?;
     let plan = launch::Plan {
         conmon,
         runtime: runtime.clone(),
@@ -102,16 +96,10 @@ fn create(o: options::Options) -> Result<()> {
         log_path: log_path.clone(),
         terminal: bundle.terminal,
         timeout: o.timeout,
+        helpers,
     };
     let created = launch::run(&plan)?;
 
-    std::os::unix::fs::symlink(&bundle.path, sd.join(files::BUNDLE_LINK))
-        .with_context(|| format!("cannot link {} to the bundle", sd.display()))?;
-    // Later operations (oci-runtime-shim) use the runtime that created the container.
-    write_state_file(
-        &sd.join(files::RUNTIME),
-        runtime.path.as_os_str().as_encoded_bytes(),
-    )?;
     if let Some(f) = &pid_file {
         common::fsutil::atomic_write(f, created.pid.to_string().as_bytes(), 0o644)
             .with_context(|| format!("cannot write the pid file {}", f.display()))?;
@@ -130,48 +118,15 @@ fn create(o: options::Options) -> Result<()> {
         ..ContainerRecord::created(place, created.pid, created.conmon_pid)
     };
     let json = serde_json::to_string(&record)?;
-    write_state_file(&sd.join(files::CREATE_RECORD), json.as_bytes())?;
-    prepared.keep();
+    reservation
+        .state_dir()
+        .write_new(files::CREATE_RECORD, json.as_bytes())?;
+    reservation.keep();
     println!("{json}");
     common::cli::debug(format!(
         "container {} created with pid {} (conmon {})",
         o.id, created.pid, created.conmon_pid
     ));
-    Ok(())
-}
-
-/// A new file in the fresh state directory. No temporary name and no fsync: nobody reads the
-/// directory before the record is printed, and a container does not outlive a crash (the state
-/// root is normally on tmpfs); fsyncs would cost milliseconds per create on a busy disk.
-fn write_state_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// An id that is already in use must fail before anything is touched: the failure path removes
-/// the state directory and asks the runtime to delete `ID`, which must never hit another
-/// container.
-fn refuse_existing(root: &Path, sd: &Path, id: &str) -> Result<()> {
-    if sd.symlink_metadata().is_ok() {
-        bail!(
-            "container '{id}' already exists (state directory {})",
-            sd.display()
-        );
-    }
-    // crun and runc both keep their state in ROOT/ID.
-    if root.join(id).symlink_metadata().is_ok() {
-        bail!(
-            "container '{id}' already exists in the runtime state ({})",
-            root.join(id).display()
-        );
-    }
     Ok(())
 }
 

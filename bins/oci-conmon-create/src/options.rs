@@ -32,7 +32,7 @@ pub fn parse(args: common::cli::Args) -> Result<Options> {
     let root: Option<PathBuf> = opts.opt_value_from_str("--root")?;
     let timeout: Option<u64> = opts.opt_value_from_str("--timeout")?;
     let id = args.single_positional("container id", "oci-conmon-create --bundle B ID")?;
-    common::statedir::check_container_id(&id)?;
+    common::lifecycle::statedir::check_container_id(&id)?;
     let Some(bundle) = bundle else {
         bail!("--bundle is required");
     };

@@ -106,8 +106,8 @@ fn run(args: cli::Args) -> Result<i32> {
     // The runtime matters only for --no-setgroups (crun only) and the single-ID map (crun only).
     let single_id_default = !host.is_root && !opts.fakeroot && host.subid_sizes.is_none();
     let runtime_is_crun = if opts.no_setgroups || single_id_default {
-        let rt = common::runtime::select(opts.runtime.as_deref())?;
-        Some(rt.kind == common::runtime::RuntimeKind::Crun)
+        let rt = common::lifecycle::runtime::select(opts.runtime.as_deref())?;
+        Some(rt.kind == common::lifecycle::runtime::RuntimeKind::Crun)
     } else {
         None
     };

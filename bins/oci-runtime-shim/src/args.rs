@@ -58,6 +58,11 @@ pub enum Op {
         id: String,
         from: String,
     },
+    /// conmon's exit command for a container of oci-conmon-create.
+    ConmonExited {
+        bundle: PathBuf,
+        id: String,
+    },
 }
 
 impl Op {
@@ -75,6 +80,7 @@ impl Op {
             Op::Pause(_) => "pause",
             Op::Resume(_) => "resume",
             Op::Update { .. } => "update",
+            Op::ConmonExited { .. } => "conmon-exited",
         }
     }
 }
@@ -158,6 +164,22 @@ pub fn parse(
         "list" => {
             no_more(&op, &mut w)?;
             Op::List
+        }
+        "conmon-exited" => {
+            let mut bundle = None;
+            let mut id = None;
+            while let Some(x) = w.next() {
+                match x.as_str() {
+                    "-b" | "--bundle" => bundle = Some(PathBuf::from(w.value(&x)?)),
+                    o if is_option(o) => bail!("unknown option '{o}' for conmon-exited"),
+                    _ if id.is_none() => id = Some(x),
+                    _ => bail!("unexpected argument '{x}' for conmon-exited"),
+                }
+            }
+            Op::ConmonExited {
+                bundle: bundle.context("conmon-exited needs --bundle DIR")?,
+                id: id.context("conmon-exited needs a container id")?,
+            }
         }
         "kill" => parse_kill(&mut w)?,
         "delete" => {
@@ -269,7 +291,7 @@ fn parse_bundle_op(op: &str, w: &mut Words) -> Result<Op> {
 }
 
 fn parse_kill(w: &mut Words) -> Result<Op> {
-    let mut signal = None;
+    let mut signal: Option<String> = None;
     let mut force = false;
     let mut pos = Vec::new();
     while let Some(x) = w.next() {
@@ -284,18 +306,15 @@ fn parse_kill(w: &mut Words) -> Result<Op> {
     }
     let mut pos = pos.into_iter();
     let id = pos.next().context("kill needs a container id")?;
-    // As in SingularityCE: a second positional overrides -s, and -f overrides both.
-    if let Some(s) = pos.next() {
-        signal = Some(s);
-    }
+    let positional = pos.next();
     if let Some(x) = pos.next() {
         bail!("unexpected argument '{x}' for kill");
     }
-    let signal = if force {
-        "KILL".to_string()
-    } else {
-        signal.unwrap_or_else(|| "TERM".into())
-    };
+    let signal = common::lifecycle::ops::kill::signal_to_send(
+        signal.as_deref(),
+        positional.as_deref(),
+        force,
+    );
     Ok(Op::Kill { id, signal })
 }
 
@@ -421,5 +440,20 @@ mod tests {
         assert!(p(&["exec", "--env", "novalue", "c", "true"]).is_err());
         assert!(p(&["--bogus", "list"]).is_err());
         assert!(p(&["state", "c", "--", "x"]).is_err());
+        assert!(p(&["conmon-exited", "c"]).is_err());
+        assert!(p(&["conmon-exited", "-b", "B"]).is_err());
+    }
+
+    #[test]
+    fn conmon_exit_command() {
+        let (g, op) = p(&["--root", "/r", "conmon-exited", "--bundle", "/b", "c1"]).unwrap();
+        assert_eq!(g.root, Some(PathBuf::from("/r")));
+        assert_eq!(
+            op,
+            Op::ConmonExited {
+                bundle: "/b".into(),
+                id: "c1".into()
+            }
+        );
     }
 }

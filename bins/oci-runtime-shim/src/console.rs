@@ -15,8 +15,8 @@
 //! Without a terminal none of this runs: `run` stays a single `RUNTIME run` with the caller's
 //! descriptors, no relay and no extra process.
 
-use crate::ops::{Ctx, runtime_error};
 use anyhow::{Context, Result, bail};
+use common::lifecycle::process::{Call, Program, Runtime};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::SigSet;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -28,7 +28,6 @@ use std::io::{IoSliceMut, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 /// Does the bundle's process ask for a terminal (`process.terminal` in config.json)?
@@ -93,7 +92,7 @@ fn listen_in(dir: &Path) -> Result<UnixListener> {
 }
 
 /// Create, relay, start, wait, delete. Returns the container's exit code (128+N for signal N).
-pub fn run(ctx: &Ctx, p: &Paths) -> Result<i32> {
+pub fn run(ctx: &Program, p: &Paths) -> Result<i32> {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error()).context("cannot become a child subreaper");
@@ -110,7 +109,7 @@ pub fn run(ctx: &Ctx, p: &Paths) -> Result<i32> {
     result
 }
 
-fn create_and_relay(ctx: &Ctx, p: &Paths, listener: &UnixListener) -> Result<i32> {
+fn create_and_relay(ctx: &Program, p: &Paths, listener: &UnixListener) -> Result<i32> {
     let words: Vec<OsString> = vec![
         "create".into(),
         "--bundle".into(),
@@ -154,23 +153,17 @@ fn create_and_relay(ctx: &Ctx, p: &Paths, listener: &UnixListener) -> Result<i32
     status
 }
 
-/// Run a short runtime operation with its stderr captured: a failure becomes one error with the
-/// runtime's own last words.
-fn quiet_runtime(ctx: &Ctx, what: &str, words: Vec<OsString>, cwd: Option<&Path>) -> Result<()> {
-    let mut cmd = ctx.command(words);
-    if let Some(d) = cwd {
-        cmd.current_dir(d);
-    }
-    let out = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("cannot run {}", ctx.rt.path.display()))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    bail!(runtime_error(ctx, what, &out.stderr, out.status))
+/// Run a short runtime operation with its output captured: a failure becomes one error with
+/// the runtime's own last words.
+fn quiet_runtime(
+    ctx: &Program,
+    what: &str,
+    words: Vec<OsString>,
+    cwd: Option<&Path>,
+) -> Result<()> {
+    let mut call = Call::new(words);
+    call.cwd = cwd.map(Path::to_path_buf);
+    common::lifecycle::ops::checked(ctx, what, &call, "").map(|_| ())
 }
 
 fn caller_size() -> Option<(u16, u16)> {

@@ -17,15 +17,13 @@
 //! run removed its bundle), the state directory.
 
 use anyhow::{Context, Result, bail};
+use common::lifecycle::statedir::{self, StateDir};
 use common::process::start_ticks;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
-
-/// The file in a container's state directory naming its launcher processes.
-const RECORD: &str = "launcher";
 
 /// The front exports its pid here for the chain it starts (the starter execs the shim in the
 /// same process, so the shim's parent is the front).
@@ -109,7 +107,7 @@ impl Watchdog {
 /// Write `STATE_DIR/launcher`: the shim's and the watchdog's pid and start time, and whether the
 /// bundle is this run's to remove (and the device and inode it must still have, 0 0 unknown).
 pub fn record(
-    state_dir: &Path,
+    state_dir: &StateDir,
     watchdog: &Watchdog,
     remove_bundle: Option<Option<(u64, u64)>>,
 ) -> Result<()> {
@@ -122,7 +120,9 @@ pub fn record(
         start_ticks(watchdog.pid).unwrap_or(0),
         u8::from(remove_bundle.is_some())
     );
-    std::fs::write(state_dir.join(RECORD), text).context("cannot record the launcher")
+    state_dir
+        .write_new(statedir::LAUNCHER, text.as_bytes())
+        .context("cannot record the launcher")
 }
 
 /// A container whose launcher is gone: its id, runtime, and bundle to remove (if any).
@@ -140,7 +140,7 @@ pub struct Orphan {
 /// links.
 pub fn orphans(root: &Path) -> Vec<Orphan> {
     let me = nix::unistd::geteuid().as_raw();
-    let Ok(rd) = std::fs::read_dir(root.join("containers")) else {
+    let Ok(rd) = std::fs::read_dir(root.join(statedir::CONTAINERS)) else {
         return Vec::new();
     };
     let read = |p: &Path| -> Option<String> {
@@ -163,7 +163,7 @@ pub fn orphans(root: &Path) -> Vec<Orphan> {
         if !md.is_dir() || md.uid() != me {
             continue;
         }
-        let Some(rec) = read(&dir.join(RECORD)) else {
+        let Some(rec) = read(&dir.join(statedir::LAUNCHER)) else {
             continue;
         };
         let f: Vec<u64> = rec
@@ -179,9 +179,9 @@ pub fn orphans(root: &Path) -> Vec<Orphan> {
         }
         v.push(Orphan {
             id: e.file_name().to_string_lossy().into_owned(),
-            runtime: read(&dir.join("runtime")).filter(|s| !s.is_empty()),
+            runtime: read(&dir.join(statedir::RUNTIME)).filter(|s| !s.is_empty()),
             bundle: (remove == 1)
-                .then(|| std::fs::read_link(dir.join("bundle")).ok())
+                .then(|| std::fs::read_link(dir.join(statedir::BUNDLE_LINK)).ok())
                 .flatten(),
             bundle_inode: (ino != 0).then_some((dev, ino)),
             dir,

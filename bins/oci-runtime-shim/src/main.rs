@@ -4,12 +4,10 @@
 mod args;
 mod cleanup;
 mod console;
-mod execproc;
 mod launcher;
 mod ops;
 mod proxy;
-mod signals;
-mod state;
+mod run;
 
 use common::cli::Tool;
 
@@ -36,6 +34,9 @@ Operations:
   exec [-t] [-e|--env K=V]... [--cwd DIR] ID [--] CMD [ARGS...]
                                       run CMD in the container; its exit status passes through
   update -f FILE|- ID                 update resources from FILE or stdin
+  conmon-exited -b BUNDLE ID          conmon's exit command (oci-conmon-create sets it): remove
+                                      conmon's FIFOs and socket from BUNDLE once the container
+                                      has exited
 
 Options:
   --runtime NAME|PATH   runtime to use (default: $SINGULARITY_OCI_RUNTIME, then crun, then runc;

@@ -12,19 +12,8 @@
 //! SIGTERM from a batch system at that moment would be lost and the container would run on.
 
 use anyhow::{Context, Result};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-
-/// Exit code of a finished child: N for exit N, 128+S for death by signal S.
-pub fn exit_code(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => c,
-        (None, Some(s)) => 128 + s,
-        _ => common::cli::EXIT_FATAL,
-    }
-}
 
 /// How the runtime ended.
 pub struct Outcome {
@@ -42,15 +31,6 @@ fn full_set() -> libc::sigset_t {
     }
 }
 
-fn empty_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set.
-    unsafe {
-        let mut s: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut s);
-        s
-    }
-}
-
 fn set_mask(how: libc::c_int, set: &libc::sigset_t) -> libc::sigset_t {
     // SAFETY: both sets are valid; the shim is single-threaded here.
     unsafe {
@@ -60,27 +40,12 @@ fn set_mask(how: libc::c_int, set: &libc::sigset_t) -> libc::sigset_t {
     }
 }
 
-/// Make `cmd` start with an empty signal mask, whatever mask we were given or set.
-///
-/// runc (Go) records its initial mask and hands it to the container process, so an inherited
-/// mask would leave the container with SIGUSR1, SIGALRM, ... blocked (seen with runc 1.1.5).
-pub fn reset_mask_in_child(cmd: &mut Command) {
-    let empty = empty_set();
-    // SAFETY: sigprocmask is async-signal-safe; the closure touches only a copied sigset.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-}
-
 /// Spawn `cmd` and forward signals to it until it exits, each one once the container's PID 1
 /// can take it (`gate`; without one, at once).
 pub fn run_with_proxy(cmd: &mut Command, gate: Option<StartGate>) -> Result<Outcome> {
     let all = full_set();
     let old = set_mask(libc::SIG_BLOCK, &all);
-    reset_mask_in_child(cmd);
+    common::lifecycle::process::reset_mask_in_child(cmd);
     let spawned = cmd.spawn();
     let result = spawned
         .context("cannot start the runtime")
@@ -106,7 +71,7 @@ fn proxy_until_exit(
         if let Some(st) = child.try_wait().context("cannot wait for the runtime")? {
             use std::os::unix::process::ExitStatusExt;
             return Ok(Outcome {
-                code: exit_code(st),
+                code: common::lifecycle::status::exit_code(st),
                 killed: st.signal().is_some(),
             });
         }

@@ -351,7 +351,7 @@ impl Ctx {
         prefix().join("bin").join(name).display().to_string()
     }
 
-    /// The runtime state root the stages use for this profile (HACKING.md "Runtime state"):
+    /// The runtime state root the stages use for this profile (HACKING.md, "The lifecycle core"):
     /// `/run/singularity-oci` for root; for users `/run/user/UID/singularity-oci` when that
     /// directory exists, else `$TMPDIR/singularity-oci-UID`, i.e. inside this test's TMPDIR.
     pub fn state_root(&self) -> PathBuf {

@@ -96,15 +96,71 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_numbers() {
+    fn plain_names() {
         assert_eq!(parse("KILL").unwrap(), 9);
+        assert_eq!(parse("TERM").unwrap(), 15);
+        assert_eq!(parse("HUP").unwrap(), 1);
+        assert_eq!(parse("USR1").unwrap(), libc::SIGUSR1);
+    }
+
+    #[test]
+    fn sig_prefix_and_case() {
         assert_eq!(parse("SIGKILL").unwrap(), 9);
         assert_eq!(parse("term").unwrap(), 15);
+        assert_eq!(parse("sigint").unwrap(), 2);
+        assert_eq!(parse("SigWinch").unwrap(), libc::SIGWINCH);
+    }
+
+    #[test]
+    fn every_table_name_parses_to_its_number() {
+        for (name, n) in NAMES {
+            assert_eq!(parse(name).unwrap(), *n, "{name}");
+            assert_eq!(parse(&format!("SIG{name}")).unwrap(), *n, "SIG{name}");
+        }
+    }
+
+    #[test]
+    fn numbers() {
         assert_eq!(parse("9").unwrap(), 9);
-        assert_eq!(parse("RTMIN+2").unwrap(), libc::SIGRTMIN() + 2);
-        assert_eq!(parse("SIGRTMAX-1").unwrap(), libc::SIGRTMAX() - 1);
-        for bad in ["", "0", "65", "NOPE", "SIGFOO", "RTMIN+99", "-3", "RTMINX"] {
+        assert_eq!(parse("1").unwrap(), 1);
+        assert_eq!(
+            parse(&libc::SIGRTMAX().to_string()).unwrap(),
+            libc::SIGRTMAX()
+        );
+    }
+
+    #[test]
+    fn numbers_out_of_range() {
+        for bad in ["0", "65", "-3", "99999999999"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn realtime_signals() {
+        assert_eq!(parse("RTMIN").unwrap(), libc::SIGRTMIN());
+        assert_eq!(parse("RTMIN+2").unwrap(), libc::SIGRTMIN() + 2);
+        assert_eq!(parse("SIGRTMAX-1").unwrap(), libc::SIGRTMAX() - 1);
+        assert_eq!(parse("RTMAX").unwrap(), libc::SIGRTMAX());
+    }
+
+    #[test]
+    fn realtime_signals_out_of_range() {
+        for bad in [
+            "RTMIN+99", "RTMAX-99", "RTMINX", "RTMIN-1", "RTMAX+1", "RTMIN+x",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_say_what_to_use() {
+        let e = parse("NOPE").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid signal 'NOPE' (use a name such as TERM or KILL, or a number 1-64)"
+        );
+        assert!(parse("SIGFOO").is_err());
+        assert_eq!(parse("").unwrap_err().to_string(), "empty signal name");
     }
 }

@@ -14,8 +14,9 @@
 //! kept as they are (like `nsenter --preserve-credentials`): our host uid simply *is* uid 0
 //! there, and calling setgroups would fail where the starter denied it (single-ID map).
 //!
-//! Used by `oci-runtime-shim` (exec and the other lifecycle operations) and
-//! `oci-conmon-create`.
+//! Whether to join is decided by [`decide`], a pure function of what the caller is and where
+//! the container's namespace sits, so the rule is tested without namespaces; [`enter`] applies
+//! it.
 
 use anyhow::{Context, Result, bail};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -115,15 +116,77 @@ pub fn join(ns: &OwnedFd) -> Result<()> {
         .context("cannot join the container's user namespace")
 }
 
-/// Join the outer user namespace of process `pid` when it is below ours. Returns whether a
-/// namespace was joined; `Unreachable` is an error naming the cause.
-pub fn join_outer_of(pid: i32) -> Result<bool> {
+/// Where a container's user namespace sits, without the descriptor (what [`decide`] needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    Same,
+    Below,
+    Unreachable,
+}
+
+impl Outer {
+    pub fn relation(&self) -> Relation {
+        match self {
+            Outer::Same => Relation::Same,
+            Outer::Below(_) => Relation::Below,
+            Outer::Unreachable => Relation::Unreachable,
+        }
+    }
+}
+
+/// What an operation on an existing container does about namespaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Run the runtime where we are.
+    Stay,
+    /// Join the outer user namespace of this container process first.
+    Join(i32),
+}
+
+/// The rule. `privileged`: host root in the initial user namespace, which sees every container
+/// as its creator did. `pid`: the container's live process, if any (a stopped container has
+/// nothing to join). `relation`: where that process's user namespace sits. `strict`: the
+/// operation cannot work without joining (`exec`); the others run in place when joining is
+/// impossible, and the runtime then says what it can.
+pub fn decide(
+    privileged: bool,
+    pid: Option<i32>,
+    relation: impl FnOnce(i32) -> Result<Relation>,
+    strict: bool,
+) -> Result<Decision> {
+    if privileged {
+        return Ok(Decision::Stay);
+    }
+    let Some(pid) = pid else {
+        return Ok(Decision::Stay);
+    };
+    let found = relation(pid).and_then(|r| match r {
+        Relation::Same => Ok(Decision::Stay),
+        Relation::Below => Ok(Decision::Join(pid)),
+        Relation::Unreachable => Err(unreachable_error(pid)),
+    });
+    match found {
+        Ok(d) => Ok(d),
+        Err(e) if strict => Err(e),
+        Err(e) => {
+            crate::cli::debug(format!("not joining the container's namespace: {e:#}"));
+            Ok(Decision::Stay)
+        }
+    }
+}
+
+fn unreachable_error(pid: i32) -> anyhow::Error {
+    anyhow::anyhow!(
+        "process {pid} lives in a user namespace that cannot be joined from here: run this command outside oci-userns-starter"
+    )
+}
+
+/// Find the outer user namespace of process `pid` and join it, when it is below ours.
+pub fn join_outer_of(pid: i32) -> Result<()> {
     match outer_userns_of(pid)? {
-        Outer::Same => Ok(false),
-        Outer::Below(ns) => join(&ns).map(|()| true),
-        Outer::Unreachable => bail!(
-            "process {pid} lives in a user namespace that cannot be joined from here: run this command outside oci-userns-starter"
-        ),
+        Outer::Same => Ok(()),
+        Outer::Below(ns) => join(&ns),
+        Outer::Unreachable => Err(unreachable_error(pid)),
     }
 }
 
@@ -142,5 +205,86 @@ mod tests {
     fn own_process_is_in_the_same_namespace() {
         let pid = std::process::id() as i32;
         assert!(matches!(outer_userns_of(pid).unwrap(), Outer::Same));
+        assert_eq!(outer_userns_of(pid).unwrap().relation(), Relation::Same);
+    }
+
+    fn rel(r: Relation) -> impl FnOnce(i32) -> Result<Relation> {
+        move |_| Ok(r)
+    }
+
+    #[test]
+    fn host_root_never_joins() {
+        for r in [Relation::Same, Relation::Below, Relation::Unreachable] {
+            for strict in [false, true] {
+                assert_eq!(
+                    decide(true, Some(42), rel(r), strict).unwrap(),
+                    Decision::Stay
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_stopped_container_has_nothing_to_join() {
+        let never = |_: i32| -> Result<Relation> { panic!("no pid, no lookup") };
+        assert_eq!(decide(false, None, never, true).unwrap(), Decision::Stay);
+    }
+
+    #[test]
+    fn same_namespace_stays() {
+        assert_eq!(
+            decide(false, Some(7), rel(Relation::Same), true).unwrap(),
+            Decision::Stay
+        );
+    }
+
+    #[test]
+    fn a_namespace_below_ours_is_joined() {
+        for strict in [false, true] {
+            assert_eq!(
+                decide(false, Some(7), rel(Relation::Below), strict).unwrap(),
+                Decision::Join(7)
+            );
+        }
+    }
+
+    #[test]
+    fn unreachable_fails_only_when_strict() {
+        let e = decide(false, Some(7), rel(Relation::Unreachable), true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "process 7 lives in a user namespace that cannot be joined from here: run this command outside oci-userns-starter"
+        );
+        assert_eq!(
+            decide(false, Some(7), rel(Relation::Unreachable), false).unwrap(),
+            Decision::Stay
+        );
+    }
+
+    #[test]
+    fn lookup_errors_fail_only_when_strict() {
+        let broken =
+            || |_: i32| -> Result<Relation> { anyhow::bail!("cannot open /proc/7/ns/user") };
+        assert!(decide(false, Some(7), broken(), true).is_err());
+        assert_eq!(
+            decide(false, Some(7), broken(), false).unwrap(),
+            Decision::Stay
+        );
+    }
+
+    #[test]
+    fn the_pid_asked_about_is_the_containers() {
+        let mut seen = None;
+        let d = decide(
+            false,
+            Some(99),
+            |p| {
+                seen = Some(p);
+                Ok(Relation::Below)
+            },
+            false,
+        )
+        .unwrap();
+        assert_eq!((seen, d), (Some(99), Decision::Join(99)));
     }
 }
