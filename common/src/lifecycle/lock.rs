@@ -180,8 +180,14 @@ pub fn lock(bundle: &Path, id: &str, root: &Path, knows: Knows) -> Result<()> {
 }
 
 /// Release the lock if it is held by container `id`; a marker naming another container (or
-/// none) is left alone.
+/// none) is left alone, and so is a bundle that no longer exists (nothing is locked there, and
+/// the container's state must still be removable).
 pub fn release(bundle: &Path, id: &str) -> Result<()> {
+    if let Err(e) = std::fs::symlink_metadata(bundle)
+        && gone(&e)
+    {
+        return Ok(());
+    }
     let _guard = dir_lock(bundle)?;
     match holder(bundle)? {
         Some(Some(h)) if h.id == id => {
@@ -275,6 +281,11 @@ mod tests {
         assert!(marker(b.path()).exists(), "another id must not release it");
         release(b.path(), "c1").unwrap();
         assert!(!marker(b.path()).exists());
+    }
+
+    #[test]
+    fn release_of_a_vanished_bundle_is_fine() {
+        release(Path::new("/nonexistent/bundle"), "c1").unwrap();
     }
 
     #[test]

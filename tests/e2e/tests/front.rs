@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const STAGES: [&str; 7] = [
+const STAGES: [&str; 8] = [
     "oci-fetch",
     "oci-unpack",
     "oci-mkspec",
@@ -14,6 +14,7 @@ const STAGES: [&str; 7] = [
     "oci-runtime-shim",
     "oci-conmon-create",
     "oci-attach",
+    "oci-cgroup-fix",
 ];
 
 fn repo() -> PathBuf {

@@ -63,16 +63,7 @@ mod tests {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Stopped);
         let b = sd.bundle().unwrap();
-        delete(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            false,
-        )
-        .unwrap();
+        delete(&w.rt, &w.host, &Target::of(&sd), false).unwrap();
         assert_eq!(w.rt.status("c"), None);
         assert!(!sd.dir.exists());
         assert_eq!(lock::holder(&b).unwrap(), None);
@@ -82,10 +73,7 @@ mod tests {
     fn a_running_container_needs_force() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Running);
-        let t = Target {
-            id: "c",
-            sd: Some(&sd),
-        };
+        let t = Target::of(&sd);
         let e = delete(&w.rt, &w.host, &t, false).unwrap_err().to_string();
         assert_eq!(
             e,
@@ -108,16 +96,7 @@ mod tests {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Stopped);
         w.rt.force_delete("c");
-        delete(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            false,
-        )
-        .unwrap();
+        delete(&w.rt, &w.host, &Target::of(&sd), false).unwrap();
         assert!(!sd.dir.exists());
     }
 
@@ -139,21 +118,21 @@ mod tests {
     }
 
     #[test]
+    fn a_container_whose_bundle_is_gone_is_still_deleted() {
+        let w = World::new(FakeHost::user());
+        let sd = w.container("c", Status::Stopped);
+        std::fs::remove_dir_all(sd.bundle().unwrap()).unwrap();
+        delete(&w.rt, &w.host, &Target::of(&sd), false).unwrap();
+        assert!(!sd.dir.exists());
+    }
+
+    #[test]
     fn the_lock_of_another_container_is_left_alone() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Stopped);
         let b = sd.bundle().unwrap();
         std::fs::write(lock::marker(&b), "id=other\nroot=/r\n").unwrap();
-        delete(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            false,
-        )
-        .unwrap();
+        delete(&w.rt, &w.host, &Target::of(&sd), false).unwrap();
         assert_eq!(lock::holder(&b).unwrap().unwrap().unwrap().id, "other");
     }
 
@@ -163,16 +142,7 @@ mod tests {
         let sd = w.container("c", Status::Stopped);
         let b = sd.bundle().unwrap();
         nix::unistd::mkfifo(&b.join("winsz"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-        delete(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            false,
-        )
-        .unwrap();
+        delete(&w.rt, &w.host, &Target::of(&sd), false).unwrap();
         assert!(!b.join("winsz").exists());
     }
 
@@ -181,16 +151,7 @@ mod tests {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Stopped);
         let b = sd.bundle().unwrap();
-        delete(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            false,
-        )
-        .unwrap();
+        delete(&w.rt, &w.host, &Target::of(&sd), false).unwrap();
         crate::lifecycle::ops::create::create(
             &w.rt,
             &w.host,

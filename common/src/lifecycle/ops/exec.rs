@@ -221,15 +221,7 @@ mod tests {
         let sd = w.container("c", Status::Running);
         let cmd = v(&["ls", "-l"]);
         let env = v(&["A=1"]);
-        let (fd, words) = words(
-            RuntimeKind::Runc,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            &request(&cmd, &env),
-        )
-        .unwrap();
+        let (fd, words) = words(RuntimeKind::Runc, &Target::of(&sd), &request(&cmd, &env)).unwrap();
         assert!(fd.is_none());
         let words: Vec<_> = words.iter().map(|w| w.to_str().unwrap()).collect();
         assert_eq!(
@@ -251,15 +243,7 @@ mod tests {
         )
         .unwrap();
         let cmd = v(&["id"]);
-        let (fd, words) = words(
-            RuntimeKind::Crun,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            &request(&cmd, &[]),
-        )
-        .unwrap();
+        let (fd, words) = words(RuntimeKind::Crun, &Target::of(&sd), &request(&cmd, &[])).unwrap();
         assert!(fd.is_some());
         assert_eq!(words[0], "exec");
         assert_eq!(words[1], "--process");
@@ -289,16 +273,7 @@ mod tests {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Running);
         let cmd = v(&["true"]);
-        let e = exec(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            &request(&cmd, &[]),
-        )
-        .unwrap_err();
+        let e = exec(&w.rt, &w.host, &Target::of(&sd), &request(&cmd, &[])).unwrap_err();
         assert_eq!(e.to_string(), "fake runtime: exec recorded");
         assert_eq!(w.host.events().len(), 1, "joined first");
         assert_eq!(
@@ -315,16 +290,7 @@ mod tests {
         });
         let sd = w.container("c", Status::Running);
         let cmd = v(&["true"]);
-        let e = exec(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            &request(&cmd, &[]),
-        )
-        .unwrap_err();
+        let e = exec(&w.rt, &w.host, &Target::of(&sd), &request(&cmd, &[])).unwrap_err();
         assert!(e.to_string().contains("cannot be joined from here"), "{e}");
         assert!(w.rt.replaced.borrow().is_none());
     }
@@ -334,15 +300,7 @@ mod tests {
         let w = World::new(FakeHost::host_root());
         let sd = w.container("c", Status::Running);
         let cmd = v(&["true"]);
-        let _ = exec(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            &request(&cmd, &[]),
-        );
+        let _ = exec(&w.rt, &w.host, &Target::of(&sd), &request(&cmd, &[]));
         assert!(w.host.events().is_empty());
         assert!(w.rt.replaced.borrow().is_some());
     }

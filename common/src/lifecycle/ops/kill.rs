@@ -32,16 +32,7 @@ mod tests {
     fn the_runtime_gets_a_number() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Running);
-        kill(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            "SIGKILL",
-        )
-        .unwrap();
+        kill(&w.rt, &w.host, &Target::of(&sd), "SIGKILL").unwrap();
         assert_eq!(w.rt.calls.borrow().last().unwrap(), &["kill", "c", "9"]);
         assert_eq!(w.rt.status("c"), Some(Status::Stopped));
     }
@@ -50,16 +41,7 @@ mod tests {
     fn a_non_fatal_signal_keeps_it_running() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Running);
-        kill(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            "USR1",
-        )
-        .unwrap();
+        kill(&w.rt, &w.host, &Target::of(&sd), "USR1").unwrap();
         assert_eq!(w.rt.status("c"), Some(Status::Running));
         assert_eq!(w.rt.container("c").unwrap().signals, [libc::SIGUSR1]);
     }
@@ -68,16 +50,7 @@ mod tests {
     fn a_bad_signal_calls_nothing() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Running);
-        let e = kill(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            "NOPE",
-        )
-        .unwrap_err();
+        let e = kill(&w.rt, &w.host, &Target::of(&sd), "NOPE").unwrap_err();
         assert!(e.to_string().starts_with("invalid signal 'NOPE'"), "{e}");
         assert!(w.rt.calls.borrow().is_empty());
         assert!(w.host.events().is_empty(), "no namespace joined either");
@@ -87,16 +60,7 @@ mod tests {
     fn killing_a_stopped_container() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Stopped);
-        let e = kill(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            "TERM",
-        )
-        .unwrap_err();
+        let e = kill(&w.rt, &w.host, &Target::of(&sd), "TERM").unwrap_err();
         assert_eq!(e.to_string(), "kill failed: container not running");
     }
 

@@ -28,6 +28,16 @@ pub struct Target<'a> {
     pub sd: Option<&'a StateDir>,
 }
 
+impl<'a> Target<'a> {
+    /// The target of a container that has a state directory.
+    pub fn of(sd: &'a StateDir) -> Target<'a> {
+        Target {
+            id: &sd.id,
+            sd: Some(sd),
+        }
+    }
+}
+
 /// Open container `id` under `root`: its state directory, and the runtime recorded there.
 pub fn open(root: &Path, id: &str) -> Result<Option<StateDir>> {
     StateDir::open(root, id)
@@ -197,29 +207,14 @@ mod tests {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Running);
         w.rt.force_delete("c");
-        require_known(
-            &w.rt,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-        )
-        .unwrap();
+        require_known(&w.rt, &Target::of(&sd)).unwrap();
     }
 
     #[test]
     fn enter_joins_a_running_containers_namespace() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Running);
-        enter(
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            false,
-        )
-        .unwrap();
+        enter(&w.host, &Target::of(&sd), false).unwrap();
         assert_eq!(w.host.events(), [format!("join {}", std::process::id())]);
     }
 
@@ -227,15 +222,7 @@ mod tests {
     fn enter_stays_for_host_root() {
         let w = World::new(FakeHost::host_root());
         let sd = w.container("c", Status::Running);
-        enter(
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            true,
-        )
-        .unwrap();
+        enter(&w.host, &Target::of(&sd), true).unwrap();
         assert!(w.host.events().is_empty());
     }
 
@@ -244,15 +231,7 @@ mod tests {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Stopped);
         std::fs::remove_file(sd.pid_file()).unwrap();
-        enter(
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            true,
-        )
-        .unwrap();
+        enter(&w.host, &Target::of(&sd), true).unwrap();
         assert!(w.host.events().is_empty());
     }
 
@@ -263,10 +242,7 @@ mod tests {
             ..FakeHost::user()
         });
         let sd = w.container("c", Status::Running);
-        let t = Target {
-            id: "c",
-            sd: Some(&sd),
-        };
+        let t = Target::of(&sd);
         enter(&w.host, &t, false).unwrap();
         let e = enter(&w.host, &t, true).unwrap_err().to_string();
         assert_eq!(e, "cannot join the container's user namespace");
@@ -279,10 +255,7 @@ mod tests {
             ..FakeHost::user()
         });
         let sd = w.container("c", Status::Running);
-        let t = Target {
-            id: "c",
-            sd: Some(&sd),
-        };
+        let t = Target::of(&sd);
         enter(&w.host, &t, false).unwrap();
         assert!(enter(&w.host, &t, true).is_err());
     }

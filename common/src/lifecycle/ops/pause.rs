@@ -27,10 +27,7 @@ mod tests {
     fn pause_and_resume() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Running);
-        let t = Target {
-            id: "c",
-            sd: Some(&sd),
-        };
+        let t = Target::of(&sd);
         pause(&w.rt, &w.host, &t).unwrap();
         assert_eq!(w.rt.status("c"), Some(Status::Paused));
         resume(&w.rt, &w.host, &t).unwrap();
@@ -41,16 +38,9 @@ mod tests {
     fn pausing_a_created_container_fails_with_the_hint() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Created);
-        let e = pause(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let e = pause(&w.rt, &w.host, &Target::of(&sd))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             format!("pause failed: container not running{FREEZER_HINT}")
@@ -61,16 +51,9 @@ mod tests {
     fn resuming_a_running_container_fails() {
         let w = World::new(FakeHost::host_root());
         let sd = w.container("c", Status::Running);
-        let e = resume(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let e = resume(&w.rt, &w.host, &Target::of(&sd))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e, "resume failed: container not paused",
             "root gets no hint"

@@ -20,15 +20,7 @@ mod tests {
     fn created_becomes_running() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Created);
-        start(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-        )
-        .unwrap();
+        start(&w.rt, &w.host, &Target::of(&sd)).unwrap();
         assert_eq!(w.rt.status("c"), Some(Status::Running));
     }
 
@@ -36,10 +28,7 @@ mod tests {
     fn starting_twice_fails_in_the_runtimes_words() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Created);
-        let t = Target {
-            id: "c",
-            sd: Some(&sd),
-        };
+        let t = Target::of(&sd);
         start(&w.rt, &w.host, &t).unwrap();
         let e = start(&w.rt, &w.host, &t).unwrap_err().to_string();
         assert_eq!(e, "start failed: cannot start an already running container");
@@ -49,16 +38,9 @@ mod tests {
     fn a_stopped_container_cannot_start() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Stopped);
-        let e = start(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let e = start(&w.rt, &w.host, &Target::of(&sd))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "start failed: cannot start a container that has stopped");
     }
 
@@ -66,15 +48,7 @@ mod tests {
     fn start_runs_in_the_containers_namespace() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Created);
-        start(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-        )
-        .unwrap();
+        start(&w.rt, &w.host, &Target::of(&sd)).unwrap();
         assert_eq!(w.host.events().len(), 1);
         assert_eq!(w.rt.calls.borrow().last().unwrap(), &["start", "c"]);
     }

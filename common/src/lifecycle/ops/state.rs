@@ -35,10 +35,7 @@ mod tests {
     fn the_whole_life_of_a_container() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Created);
-        let t = Target {
-            id: "c",
-            sd: Some(&sd),
-        };
+        let t = Target::of(&sd);
         assert_eq!(st(&w, &t), "created");
         start::start(&w.rt, &w.host, &t).unwrap();
         assert_eq!(st(&w, &t), "running");
@@ -61,15 +58,7 @@ mod tests {
     fn state_prints_the_runtimes_json() {
         let w = World::new(FakeHost::user());
         let sd = w.container("c", Status::Running);
-        let out = state(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-        )
-        .unwrap();
+        let out = state(&w.rt, &w.host, &Target::of(&sd)).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["id"], "c");
     }

@@ -87,16 +87,7 @@ mod tests {
         let sd = w.container("c", Status::Running);
         let f = w.dir.path().join("res.json");
         std::fs::write(&f, RES).unwrap();
-        update(
-            &w.rt,
-            &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
-            Resources::File(&f),
-        )
-        .unwrap();
+        update(&w.rt, &w.host, &Target::of(&sd), Resources::File(&f)).unwrap();
         assert_eq!(w.rt.container("c").unwrap().resources.as_deref(), Some(RES));
     }
 
@@ -108,10 +99,7 @@ mod tests {
         update(
             &w.rt,
             &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
+            &Target::of(&sd),
             Resources::Stdin(&mut input),
         )
         .unwrap();
@@ -130,10 +118,7 @@ mod tests {
         let e = update(
             &w.rt,
             &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
+            &Target::of(&sd),
             Resources::Stdin(&mut input),
         )
         .unwrap_err();
@@ -153,10 +138,7 @@ mod tests {
         let e = update(
             &w.rt,
             &w.host,
-            &Target {
-                id: "c",
-                sd: Some(&sd),
-            },
+            &Target::of(&sd),
             Resources::File(Path::new("/nonexistent/res.json")),
         )
         .unwrap_err();
