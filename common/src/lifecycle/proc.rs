@@ -48,9 +48,10 @@ pub fn start_ticks(pid: i32) -> Option<u64> {
     stat(pid).filter(|s| !s.is_gone()).map(|s| s.start_ticks)
 }
 
-/// When process `pid` started, in seconds since the epoch.
+/// When the live process `pid` started, in seconds since the epoch; `None` for a zombie (a
+/// container process that was killed but not yet reaped by whoever inherited it is gone).
 pub fn start_epoch(pid: i32) -> Option<u64> {
-    let ticks = stat(pid)?.start_ticks;
+    let ticks = stat(pid).filter(|s| !s.is_gone())?.start_ticks;
     let btime: u64 = std::fs::read_to_string("/proc/stat")
         .ok()?
         .lines()
@@ -121,6 +122,19 @@ mod tests {
         assert!(start_epoch(me).unwrap() > 1_600_000_000);
         assert!(!is_running(me, "certainly-not-our-name"));
         assert!(stat(0).is_none() && stat(-1).is_none());
+    }
+
+    #[test]
+    fn a_zombie_has_no_start_time() {
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !stat(pid).is_some_and(|s| s.is_gone()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(stat(pid).unwrap().is_gone(), "not a zombie yet");
+        assert_eq!(start_epoch(pid), None);
+        child.wait().unwrap();
     }
 
     #[test]
