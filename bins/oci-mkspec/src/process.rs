@@ -17,8 +17,8 @@ pub fn args(
     command: &[String],
     warn: &mut dyn FnMut(String),
 ) -> Result<Vec<String>> {
-    if image.singularity_d && app.is_none() {
-        return crate::singularity_d::args(action, command);
+    if image.singularity_d {
+        return crate::singularity_d::args(action, app, command);
     }
     if let Some(app) = app {
         // Docker-style SCIF: ENTRYPOINT+CMD names the scif binary.

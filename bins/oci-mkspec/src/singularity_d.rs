@@ -81,7 +81,7 @@ fn prologue() -> String {
     format!(
         "_sioci_keys=${{{USER_ENV_KEYS}-}}; unset {USER_ENV_KEYS}; \
 for _sioci_k in $_sioci_keys; do eval \"_sioci_v_$_sioci_k=\\${{$_sioci_k}}\"; done; \
-_sioci_user() {{ for _sioci_k in $_sioci_keys; do eval \"$_sioci_k=\\$_sioci_v_$_sioci_k; export $_sioci_k; unset _sioci_v_$_sioci_k\"; done; _sioci_keys=; }}; \
+_sioci_user() {{ _sioci_app; _sioci_app() {{ :; }}; for _sioci_k in $_sioci_keys; do eval \"$_sioci_k=\\$_sioci_v_$_sioci_k; export $_sioci_k; unset _sioci_v_$_sioci_k\"; done; _sioci_keys=; }}; \
 for _sioci_f in /.singularity.d/env/*.sh; do \
 case ${{_sioci_f##*/}} in 98-singularityenv.sh) _sioci_user; continue ;; [0-8]* | 9[0-8]*) ;; *) _sioci_user ;; esac; \
 if [ -f \"$_sioci_f\" ]; then . \"$_sioci_f\"; fi; done; _sioci_user; \
@@ -90,7 +90,7 @@ if [ -n \"${{SING_USER_DEFINED_APPEND_PATH:-}}\" ]; then PATH=\"$PATH:$SING_USER
 if [ -n \"${{SING_USER_DEFINED_PATH:-}}\" ]; then PATH=\"$SING_USER_DEFINED_PATH\"; fi; \
 unset SING_USER_DEFINED_PREPEND_PATH SING_USER_DEFINED_APPEND_PATH SING_USER_DEFINED_PATH; export PATH; \
 case \":${{LD_LIBRARY_PATH:-}}:\" in *:{LIBS_DIR}:*) ;; ::) LD_LIBRARY_PATH={LIBS_DIR} ;; *) LD_LIBRARY_PATH=\"$LD_LIBRARY_PATH:{LIBS_DIR}\" ;; esac; \
-export LD_LIBRARY_PATH; unset _sioci_f _sioci_k _sioci_keys; unset -f _sioci_user; "
+export LD_LIBRARY_PATH; unset _sioci_f _sioci_k _sioci_keys; unset -f _sioci_user _sioci_app; "
     )
 }
 
@@ -100,10 +100,38 @@ const RUN: &str = "if [ -x /.singularity.d/runscript ]; then exec /.singularity.
 const TEST: &str = "if [ -x /.singularity.d/test ]; then exec /.singularity.d/test \"$@\"; fi; \
      echo 'No test script found in container, exiting' >&2; exit 0";
 
-/// The argv of `action` in an image with `/.singularity.d`. `$0` names the action, as in
-/// SingularityCE (`/.singularity.d/actions/run`).
-pub fn args(action: Action, command: &[String]) -> Result<Vec<String>> {
-    let (name, body) = match action {
+/// What SingularityCE's `95-apps.sh` does for the app `--app` names, for images that lack it:
+/// the app's environment (`SCIF_APPROOT`, its `bin` first on PATH, its `lib` on
+/// LD_LIBRARY_PATH, its `env/01-base.sh` and `env/90-environment.sh`). Runs where the user's
+/// variables are set again (after the image's `98-*` scripts), just before that.
+const APP_ENV: &str = "_sioci_app() { [ -n \"${SINGULARITY_APPNAME:-}\" ] && [ ! -f /.singularity.d/env/95-apps.sh ] || return 0; \
+_a=/scif/apps/$SINGULARITY_APPNAME; \
+if [ ! -d \"$_a\" ]; then echo \"Could not locate the container application: $SINGULARITY_APPNAME\" >&2; exit 1; fi; \
+SCIF_APPS=/scif/apps; SCIF_APPROOT=$_a; export SCIF_APPS SCIF_APPROOT; PATH=\"$_a:$PATH\"; \
+if [ -d \"$_a/bin\" ]; then PATH=\"$_a/bin:$PATH\"; fi; \
+if [ -d \"$_a/lib\" ]; then LD_LIBRARY_PATH=\"$_a/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\"; export LD_LIBRARY_PATH; fi; \
+for _f in \"$_a/scif/env/01-base.sh\" \"$_a/scif/env/90-environment.sh\"; do if [ -f \"$_f\" ]; then . \"$_f\"; fi; done; \
+export PATH; unset _a _f; }; ";
+
+/// `run` and `test` of an app: its `scif/runscript` or `scif/test`, or an error.
+fn app_body(action: Action) -> Option<&'static str> {
+    match action {
+        Action::Run => Some(
+            "if [ -x \"/scif/apps/$SINGULARITY_APPNAME/scif/runscript\" ]; then exec \"/scif/apps/$SINGULARITY_APPNAME/scif/runscript\" \"$@\"; fi; \
+             echo \"No Singularity runscript for contained app: $SINGULARITY_APPNAME\" >&2; exit 1",
+        ),
+        Action::Test => Some(
+            "if [ -x \"/scif/apps/$SINGULARITY_APPNAME/scif/test\" ]; then exec \"/scif/apps/$SINGULARITY_APPNAME/scif/test\" \"$@\"; fi; \
+             echo \"No tests for contained app: $SINGULARITY_APPNAME\" >&2; exit 1",
+        ),
+        Action::Exec | Action::Shell => None,
+    }
+}
+
+/// The argv of `action` in an image with `/.singularity.d`, for SCIF app `app` if given.
+/// `$0` names the action, as in SingularityCE (`/.singularity.d/actions/run`).
+pub fn args(action: Action, app: Option<&str>, command: &[String]) -> Result<Vec<String>> {
+    let (name, mut body) = match action {
         Action::Exec => {
             if command.is_empty() {
                 bail!("exec needs a command: oci-mkspec --action exec ... -- CMD [ARG...]");
@@ -114,10 +142,29 @@ pub fn args(action: Action, command: &[String]) -> Result<Vec<String>> {
         Action::Test => ("test", TEST),
         Action::Shell => ("shell", SHELL_SCRIPT),
     };
+    let mut script = String::new();
+    if let Some(app) = app {
+        if app.is_empty()
+            || !app
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            || app.starts_with('.')
+        {
+            bail!("--app {app:?}: an app name is letters, digits, '_', '-' and '.'");
+        }
+        script.push_str(&format!(
+            "SINGULARITY_APPNAME={app}; export SINGULARITY_APPNAME; {APP_ENV}"
+        ));
+        body = app_body(action).unwrap_or(body);
+    } else {
+        script.push_str("_sioci_app() { :; }; ");
+    }
+    script.push_str(&prologue());
+    script.push_str(body);
     let mut v = vec![
         "/bin/sh".to_string(),
         "-c".to_string(),
-        format!("{}{body}", prologue()),
+        script,
         format!("/.singularity.d/actions/{name}"),
     ];
     if action != Action::Shell {
@@ -137,14 +184,23 @@ mod tests {
     #[test]
     fn every_action_sources_the_env_scripts_first() {
         for a in [Action::Exec, Action::Run, Action::Test, Action::Shell] {
-            let v = args(a, &s(&["x", "y z"])).unwrap();
+            let v = args(a, None, &s(&["x", "y z"])).unwrap();
             assert_eq!(v[0], "/bin/sh");
-            assert!(v[2].starts_with(&prologue()), "{a:?}");
+            assert!(v[2].contains(&prologue()), "{a:?}");
         }
-        let v = args(Action::Run, &s(&["a", "b"])).unwrap();
+        let v = args(Action::Run, None, &s(&["a", "b"])).unwrap();
         assert_eq!(&v[3..], &s(&["/.singularity.d/actions/run", "a", "b"])[..]);
-        assert!(args(Action::Exec, &[]).is_err());
-        assert_eq!(args(Action::Shell, &s(&["ignored"])).unwrap().len(), 4);
+        assert!(args(Action::Exec, None, &[]).is_err());
+        assert_eq!(
+            args(Action::Shell, None, &s(&["ignored"])).unwrap().len(),
+            4
+        );
+        let v = args(Action::Test, Some("hello"), &[]).unwrap();
+        assert!(v[2].starts_with("SINGULARITY_APPNAME=hello;"), "{}", v[2]);
+        assert!(v[2].ends_with("exit 1"), "{}", v[2]);
+        for bad in ["", "a b", "../x", "$(id)", ".hidden"] {
+            assert!(args(Action::Run, Some(bad), &[]).is_err(), "{bad}");
+        }
     }
 
     /// Runs the prologue with the host's /bin/sh on a scratch env directory (the script's
@@ -156,7 +212,8 @@ mod tests {
         for (name, body) in scripts {
             std::fs::write(envdir.join(name), body).unwrap();
         }
-        let script = prologue().replace("/.singularity.d/env", envdir.to_str().unwrap());
+        let script = format!("_sioci_app() {{ :; }}; {}", prologue())
+            .replace("/.singularity.d/env", envdir.to_str().unwrap());
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(format!("{script} {show}"))

@@ -313,3 +313,51 @@ fn inspect_shows_singularity_metadata() {
         ctx.assert_no_leftovers();
     }
 }
+
+/// `--app NAME` runs a SCIF app of a Singularity image (`/scif/apps/NAME`): its environment,
+/// its `bin` on PATH, its runscript for `run`; `test` without an app test and an unknown app
+/// fail with SingularityCE's messages; the user's variables still win.
+#[test]
+fn scif_apps_of_a_sandbox() {
+    for ctx in matrix() {
+        let sb = build_sandbox(&ctx, "sb");
+        ctx.run(
+            "sh",
+            &[
+                "-c",
+                "a=sb/scif/apps/hello && mkdir -p $a/scif/env $a/bin && \
+                 printf '#!/bin/sh\\necho \"app:$APPVAR:$*\"\\n' > $a/scif/runscript && \
+                 printf 'export APPVAR=appenv\\n' > $a/scif/env/90-environment.sh && \
+                 printf '#!/bin/sh\\necho tool\\n' > $a/bin/hellotool && chmod 755 $a/scif/runscript $a/bin/hellotool",
+            ],
+        )
+        .assert_code(0);
+        let img = sb.to_str().unwrap();
+        ctx.front(&["run", "--app", "hello", img, "x"])
+            .assert_code(0)
+            .assert_stdout_eq("app:appenv:x");
+        ctx.front(&[
+            "exec",
+            "--app",
+            "hello",
+            img,
+            "/bin/sh",
+            "-c",
+            "echo $SINGULARITY_APPNAME:$SCIF_APPROOT; hellotool",
+        ])
+        .assert_code(0)
+        .assert_stdout_eq("hello:/scif/apps/hello\ntool");
+        ctx.front_cmd(&["run", "--app", "hello", img])
+            .env("SINGULARITYENV_APPVAR", "user")
+            .run()
+            .assert_code(0)
+            .assert_stdout_eq("app:user:");
+        ctx.front(&["test", "--app", "hello", img])
+            .assert_code(1)
+            .assert_stderr_contains("No tests for contained app: hello");
+        ctx.front(&["run", "--app", "nope", img])
+            .assert_code(1)
+            .assert_stderr_contains("Could not locate the container application: nope");
+        ctx.assert_no_leftovers();
+    }
+}
