@@ -54,8 +54,8 @@ pub use expect::{
     TreeExpectation, check_tree_host, layered_errors, layered_expected, layered_in_container_errors,
 };
 pub use schema::{
-    image_schema_errors, record_schema_errors, runtime_config_errors, schema_errors,
-    validate_image_json, validate_runtime_config,
+    assert_record_valid, image_schema_errors, record_schema_errors, runtime_config_errors,
+    schema_errors, validate_image_json, validate_runtime_config,
 };
 
 use std::ffi::CString;

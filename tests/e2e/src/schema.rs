@@ -115,6 +115,16 @@ pub fn record_schema_errors(name: &str, record: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Panic unless `record` validates against `schemas/<schema>`, naming every error and the record.
+pub fn assert_record_valid(schema: &str, record: &Value) {
+    let errors = record_schema_errors(schema, record);
+    assert!(
+        errors.is_empty(),
+        "record does not match schemas/{schema}:\n  {}\n{record}",
+        errors.join("\n  ")
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::record_schema_errors;

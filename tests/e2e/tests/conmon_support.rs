@@ -2,7 +2,7 @@
 //! target of its own it holds no tests).
 #![allow(dead_code)]
 
-use e2e::{Ctx, Output, record_schema_errors};
+use e2e::{Ctx, Output, assert_record_valid};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -89,12 +89,7 @@ pub fn create_ok(ctx: &Ctx, bundle: &Path, id: &str, extra: &[&str]) -> Value {
     let lines = out.lines();
     assert_eq!(lines.len(), 1, "one JSON line expected: {}", out.stdout);
     let rec: Value = serde_json::from_str(lines[0]).unwrap();
-    let errors = record_schema_errors("container-record.schema.json", &rec);
-    assert!(
-        errors.is_empty(),
-        "record does not match schemas/container-record.schema.json:\n  {}\n{rec}",
-        errors.join("\n  ")
-    );
+    assert_record_valid("container-record.schema.json", &rec);
     assert_eq!(rec["schemaVersion"], 1);
     assert_eq!(rec["kind"], "container");
     assert_eq!(rec["id"], id);

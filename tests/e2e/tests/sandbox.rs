@@ -3,7 +3,6 @@
 //! env scripts (for native SIFs too); sandboxes another user could swap are refused.
 
 use e2e::*;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// Where the root filesystem partition of the busybox SIF starts (siftool's own answer).
@@ -48,11 +47,6 @@ fn build_sandbox(ctx: &Ctx, name: &str) -> PathBuf {
     dest
 }
 
-fn assert_valid(schema: &str, rec: &Value) {
-    let errs = record_schema_errors(schema, rec);
-    assert!(errs.is_empty(), "{schema}: {errs:?}\n{rec}");
-}
-
 #[test]
 fn sandbox_runs_in_place_with_singularity_semantics() {
     for ctx in matrix_with(&[Profile::Root, Profile::User, Profile::Fakeroot]) {
@@ -67,7 +61,7 @@ fn sandbox_runs_in_place_with_singularity_semantics() {
             .run();
         image.assert_code(0);
         let rec = image.json();
-        assert_valid("image-record.schema.json", &rec);
+        assert_record_valid("image-record.schema.json", &rec);
         assert_eq!(rec["transport"], "sandbox");
         assert_eq!(rec["layers"].as_array().unwrap().len(), 0);
         assert_eq!(rec["sandbox"]["path"], img);
@@ -78,7 +72,7 @@ fn sandbox_runs_in_place_with_singularity_semantics() {
             .run();
         rootfs.assert_code(0);
         let r = rootfs.json();
-        assert_valid("rootfs-record.schema.json", &r);
+        assert_record_valid("rootfs-record.schema.json", &r);
         assert_eq!(r["rootfs"], img);
         assert_eq!(
             (r["readOnly"].as_bool(), r["cached"].as_bool()),
