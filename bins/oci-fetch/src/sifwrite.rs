@@ -6,6 +6,8 @@
 //!   (`.wh.NAME`, `.wh..wh..opq`) are turned into OverlayFS ones (a 0/0 character device, the
 //!   directory attribute `trusted.overlay.opaque=y`), as SingularityCE does for an image whose
 //!   layers it keeps, because it mounts the layers with overlayfs.
+//! * A hard link to a file of a lower layer cannot be held by one layer's squashfs (sqfstar
+//!   drops it): the file's content is copied up into the layer as a regular file instead.
 //! * The config is the source's with `rootfs.diff_ids` naming the squashfs layers (a squashfs
 //!   layer is not compressed, so its diff ID is its digest); the manifest is an OCI manifest;
 //!   the root index lists it with its platform.
@@ -26,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use common::digest::Digest;
 use common::record::{Descriptor, ImageRecord};
 use common::sif;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -119,9 +121,9 @@ fn objects(record: &ImageRecord, sqfstar: &Path, work: &Path) -> Result<Vec<Obje
     let mut layers = Vec::new();
     for (i, l) in record.layers.iter().enumerate() {
         let out = work.join(format!("layer{i}.sqfs"));
-        squashfs_layer(&record.layout, l, sqfstar, &out).with_context(|| {
-            format!("cannot convert layer {} ({}) to squashfs", i + 1, l.digest)
-        })?;
+        squashfs_layer(&record.layout, l, &record.layers[..i], sqfstar, &out).with_context(
+            || format!("cannot convert layer {} ({}) to squashfs", i + 1, l.digest),
+        )?;
         let (digest, size) = hash_file(&out)?;
         layers.push(Descriptor {
             media_type: crate::sif::SQUASHFS_LAYER.into(),
@@ -256,22 +258,58 @@ struct Scan {
 }
 
 impl Scan {
-    /// A hard link to a file of a lower layer cannot be kept: squashfs links only within one
-    /// filesystem, and sqfstar drops such a link (as it does for SingularityCE's layers).
-    fn check_links(&self) -> Result<()> {
-        if let Some((name, target)) = self
+    /// The files of lower layers this layer hard-links. A squashfs holds one layer, so such a
+    /// link cannot be kept (sqfstar drops it): the file is copied up into this layer instead.
+    fn lower_link_targets(&self) -> Vec<Vec<u8>> {
+        let mut t: Vec<Vec<u8>> = self
             .hard_links
             .iter()
-            .find(|(_, t)| !self.names.contains(t))
-        {
-            bail!(
-                "it hard-links /{} to /{}, a file of a lower layer, which a squashfs layer cannot hold (write an OCI archive with an older version, or flatten the image first)",
-                String::from_utf8_lossy(name),
-                String::from_utf8_lossy(target)
-            );
-        }
-        Ok(())
+            .filter(|(_, t)| !self.names.contains(t))
+            .map(|(_, t)| t.clone())
+            .collect();
+        t.sort();
+        t.dedup();
+        t
     }
+}
+
+/// Copy the content of regular file `target` as the layers `lower` (bottom first) leave it
+/// into `out`. A hard link there is followed to its own target (a few steps at most).
+fn copy_up(layout: &Path, lower: &[Descriptor], target: &[u8], out: &Path) -> Result<()> {
+    let mut want = target.to_vec();
+    let mut layer = lower.len();
+    for _ in 0..(lower.len() + 8) {
+        let Some(d) = layer.checked_sub(1).map(|i| &lower[i]) else {
+            break;
+        };
+        let mut found = None;
+        let mut ar = tar::Archive::new(layer_tar(layout, d)?);
+        for e in ar.entries()? {
+            let mut e = e?;
+            if normalize(&e.path_bytes()) != want {
+                continue;
+            }
+            let kind = e.header().entry_type();
+            found = Some(if kind.is_file() || kind == tar::EntryType::Continuous {
+                std::io::copy(&mut e, &mut File::create(out)?)?;
+                None
+            } else if kind.is_hard_link() {
+                e.link_name_bytes().map(|l| normalize(&l))
+            } else {
+                bail!("/{} is not a regular file", String::from_utf8_lossy(&want));
+            });
+        }
+        match found {
+            Some(None) => return Ok(()),
+            // A link within that layer: look for its target there again.
+            Some(Some(t)) => want = t,
+            None => layer -= 1,
+        }
+    }
+    bail!(
+        "the hard link target /{} is in no lower layer",
+        String::from_utf8_lossy(target)
+    )
 }
 
 fn scan(tar: impl Read) -> Result<Scan> {
@@ -361,8 +399,14 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
-/// Run sqfstar on one layer, writing the squashfs to `out`.
-fn squashfs_layer(layout: &Path, d: &Descriptor, sqfstar: &Path, out: &Path) -> Result<()> {
+/// Run sqfstar on layer `d` (above the layers `lower`), writing the squashfs to `out`.
+fn squashfs_layer(
+    layout: &Path,
+    d: &Descriptor,
+    lower: &[Descriptor],
+    sqfstar: &Path,
+    out: &Path,
+) -> Result<()> {
     // The cache verified the blob when it was stored; check again before building on it.
     let (got, _) = hash_file(&blob_path(layout, d)?)?;
     if got.to_string() != d.digest {
@@ -372,7 +416,17 @@ fn squashfs_layer(layout: &Path, d: &Descriptor, sqfstar: &Path, out: &Path) -> 
         );
     }
     let s = scan(layer_tar(layout, d)?)?;
-    s.check_links()?;
+    let mut copied = HashMap::new();
+    for (k, t) in s.lower_link_targets().into_iter().enumerate() {
+        let file = out.with_extension(format!("up{k}"));
+        copy_up(layout, lower, &t, &file).with_context(|| {
+            format!(
+                "cannot copy up /{}, which the layer hard-links",
+                String::from_utf8_lossy(&t)
+            )
+        })?;
+        copied.insert(t, file);
+    }
     let log_path = out.with_extension("log");
     let log = File::create(&log_path)?;
     let mut child = Command::new(sqfstar)
@@ -386,8 +440,8 @@ fn squashfs_layer(layout: &Path, d: &Descriptor, sqfstar: &Path, out: &Path) -> 
         .spawn()
         .with_context(|| format!("cannot run {}", sqfstar.display()))?;
     let stdin = BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped stdin"));
-    let fed = if s.whiteouts || s.odd_names {
-        to_overlay_whiteouts(layer_tar(layout, d)?, stdin, &s)
+    let fed = if s.whiteouts || s.odd_names || !copied.is_empty() {
+        to_overlay_whiteouts(layer_tar(layout, d)?, stdin, &s, &copied)
     } else {
         let mut stdin = stdin;
         std::io::copy(&mut layer_tar(layout, d)?, &mut stdin)
@@ -411,10 +465,17 @@ fn squashfs_layer(layout: &Path, d: &Descriptor, sqfstar: &Path, out: &Path) -> 
 
 /// Copy a tar stream, turning AUFS whiteouts into OverlayFS ones (see the module comment), with
 /// names normalized and without an entry for the root (sqfstar gives the root its own owner
-/// and mode).
-fn to_overlay_whiteouts(tar_in: impl Read, out: impl Write, s: &Scan) -> Result<()> {
+/// and mode). A hard link to a file of a lower layer becomes a regular file with the content in
+/// `copied` (the link's target → that content); further links to it link to that copy.
+fn to_overlay_whiteouts(
+    tar_in: impl Read,
+    out: impl Write,
+    s: &Scan,
+    copied: &HashMap<Vec<u8>, PathBuf>,
+) -> Result<()> {
     let mut ar = tar::Archive::new(tar_in);
     let mut b = tar::Builder::new(out);
+    let mut first_copy: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     for e in ar.entries()? {
         let mut e = e?;
         let path = normalize(&e.path_bytes());
@@ -468,6 +529,18 @@ fn to_overlay_whiteouts(tar_in: impl Read, out: impl Write, s: &Scan) -> Result<
         let kind = h.entry_type();
         let link = e.link_name_bytes().map(|l| l.into_owned());
         match link {
+            Some(l) if kind.is_hard_link() && copied.contains_key(&normalize(&l)) => {
+                let t = normalize(&l);
+                if let Some(first) = first_copy.get(&t) {
+                    b.append_link(&mut h, as_path(&name), as_path(first))?
+                } else {
+                    let f = File::open(&copied[&t])?;
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(f.metadata()?.len());
+                    b.append_data(&mut h, as_path(&name), f)?;
+                    first_copy.insert(t, name.clone());
+                }
+            }
             Some(l) if kind.is_hard_link() || kind.is_symlink() => {
                 b.append_link(&mut h, as_path(&name), as_path(&l))?
             }
@@ -620,7 +693,7 @@ mod tests {
         let s = scan(src.as_slice()).map_err(|e| format!("{e:#}")).unwrap();
         assert!(s.whiteouts && s.newest == 7);
         let mut out = Vec::new();
-        to_overlay_whiteouts(src.as_slice(), &mut out, &s).unwrap();
+        to_overlay_whiteouts(src.as_slice(), &mut out, &s, &HashMap::new()).unwrap();
         let mut ar = tar::Archive::new(out.as_slice());
         let mut seen = Vec::new();
         for e in ar.entries().unwrap() {
