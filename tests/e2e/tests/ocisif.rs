@@ -272,6 +272,18 @@ fn reference_oci_sif(dir: &Path, tars: &[PathBuf], layer_media: Option<&str>) ->
     sif
 }
 
+/// `singularity-oci pull --oci-sif OUT oci:FIXTURE`, as root.
+fn pull_oci_sif(out: &Path, fixture_name: &str) {
+    Ctx::for_test(Profile::Root, Rt::Crun)
+        .front(&[
+            "pull",
+            "--oci-sif",
+            out.to_str().unwrap(),
+            &oci_ref(fixture_name),
+        ])
+        .assert_code(0);
+}
+
 fn fetch(ctx: &Ctx, args: &[&str]) -> Output {
     ctx.run(ctx.bin("oci-fetch"), args)
 }
@@ -366,23 +378,9 @@ fn written_oci_sif_follows_sylabs_sif_and_is_deterministic() {
 fn written_layered_oci_sif_holds_the_tree_for_every_identity() {
     let dir = scratch_dir("ocisif", "layered");
     let sif = dir.join("layered.sif");
-    Ctx::for_test(Profile::Root, Rt::Crun)
-        .front(&[
-            "pull",
-            "--oci-sif",
-            sif.to_str().unwrap(),
-            &oci_ref("layered"),
-        ])
-        .assert_code(0);
+    pull_oci_sif(&sif, "layered");
     let again = dir.join("again.sif");
-    Ctx::for_test(Profile::Root, Rt::Crun)
-        .front(&[
-            "pull",
-            "--oci-sif",
-            again.to_str().unwrap(),
-            &oci_ref("layered"),
-        ])
-        .assert_code(0);
+    pull_oci_sif(&again, "layered");
     assert!(
         std::fs::read(&sif).unwrap() == std::fs::read(&again).unwrap(),
         "three layers, whiteouts and a copied-up link: still the same bytes"
@@ -487,14 +485,7 @@ fn damaged(src: &Path, dst: &Path, at: usize, bytes: &[u8]) -> PathBuf {
 fn broken_oci_sifs_are_refused_and_leave_nothing() {
     let dir = scratch_dir("ocisif", "broken");
     let good = dir.join("good.sif");
-    Ctx::for_test(Profile::Root, Rt::Crun)
-        .front(&[
-            "pull",
-            "--oci-sif",
-            good.to_str().unwrap(),
-            &oci_ref("busybox"),
-        ])
-        .assert_code(0);
+    pull_oci_sif(&good, "busybox");
     let bytes = std::fs::read(&good).unwrap();
     let descs = raw_descriptors(&bytes);
     let layer = &descs[0];
