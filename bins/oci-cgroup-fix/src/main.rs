@@ -43,11 +43,32 @@ fn chain(force: bool, command: &[String]) -> Result<i32> {
     let Some((prog, argv)) = command.split_first() else {
         bail!("no program given: oci-cgroup-fix -- PROG [ARG...]");
     };
+    // A bare name is looked up on the absolute PATH entries only (never the working directory),
+    // before anything is changed.
+    let path = common::runtime::which(prog).with_context(|| format!("{prog} not found"))?;
     if force || common::lifecycle::cgroupfix::host_needs_fix() {
         common::lifecycle::cgroupfix::apply().context("cannot apply the crun hybrid-cgroup fix")?;
     }
-    // A bare name is looked up on the absolute PATH entries only (never the working directory).
-    let path = common::runtime::which(prog).with_context(|| format!("{prog} not found"))?;
     let err = std::process::Command::new(&path).args(argv).exec();
     Err(err).with_context(|| format!("cannot execute {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_program_is_an_error_that_says_how() {
+        let e = chain(false, &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no program given: oci-cgroup-fix -- PROG [ARG...]"
+        );
+    }
+
+    #[test]
+    fn a_missing_program_is_named() {
+        let e = chain(false, &["/nonexistent/crun".to_string()]).unwrap_err();
+        assert_eq!(e.to_string(), "/nonexistent/crun not found");
+    }
 }

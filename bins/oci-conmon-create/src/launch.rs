@@ -446,6 +446,67 @@ fn teardown(plan: &Plan, child: &mut std::process::Child) {
 mod tests {
     use super::*;
 
+    fn plan(cgroup_fix: Option<&str>) -> Plan {
+        Plan {
+            conmon: "/usr/bin/conmon".into(),
+            runtime: RuntimeBinary {
+                path: "/usr/bin/crun".into(),
+                kind: RuntimeKind::Crun,
+            },
+            root: "/run/r".into(),
+            id: "c1".into(),
+            bundle: "/b".into(),
+            state_dir: "/run/r/containers/c1".into(),
+            log_path: "/l".into(),
+            terminal: false,
+            timeout: Duration::from_secs(1),
+            helpers: Helpers {
+                cgroup_fix: cgroup_fix.map(PathBuf::from),
+                shim: "/p/bin/oci-runtime-shim".into(),
+            },
+        }
+    }
+
+    /// The values of every `--opt VALUE` pair named `opt`.
+    fn values<'a>(a: &'a [String], opt: &str) -> Vec<&'a str> {
+        a.windows(2)
+            .filter(|w| w[0] == opt)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn crun_needing_the_fix_runs_through_the_chain_loader() {
+        let a = conmon_args(&plan(Some("/p/bin/oci-cgroup-fix")));
+        assert_eq!(values(&a, "--runtime"), ["/p/bin/oci-cgroup-fix"]);
+        let ra: Vec<&str> = a
+            .iter()
+            .filter_map(|x| x.strip_prefix("--runtime-arg="))
+            .collect();
+        assert_eq!(ra, ["--", "/usr/bin/crun", "--root=/run/r"]);
+    }
+
+    #[test]
+    fn otherwise_conmon_runs_the_runtime_itself() {
+        let a = conmon_args(&plan(None));
+        assert_eq!(values(&a, "--runtime"), ["/usr/bin/crun"]);
+        let ra: Vec<&str> = a
+            .iter()
+            .filter_map(|x| x.strip_prefix("--runtime-arg="))
+            .collect();
+        assert_eq!(ra, ["--root=/run/r"]);
+    }
+
+    #[test]
+    fn the_exit_command_is_the_shims_documented_operation() {
+        let a = conmon_args(&plan(None));
+        assert_eq!(values(&a, "--exit-command"), ["/p/bin/oci-runtime-shim"]);
+        assert_eq!(
+            values(&a, "--exit-command-arg"),
+            ["--root", "/run/r", "conmon-exited", "--bundle", "/b", "c1"]
+        );
+    }
+
     #[test]
     fn uuid_shape() {
         let u = uuid_v4();
