@@ -193,12 +193,16 @@ mod tests {
         assert!(p.is_absolute() && p.ends_with("rel/state"), "{p:?}");
     }
 
+    fn chosen(f: Facts) -> Choice {
+        choose(&f).unwrap()
+    }
+    fn fixed(p: &str) -> Choice {
+        Choice::Fixed(p.into())
+    }
+
     #[test]
     fn root_uses_run() {
-        assert_eq!(
-            choose(&user(0)).unwrap(),
-            Choice::Fixed("/run/singularity-oci".into())
-        );
+        assert_eq!(chosen(user(0)), fixed("/run/singularity-oci"));
     }
 
     #[test]
@@ -207,10 +211,7 @@ mod tests {
             usable_xdg: Some("/x".into()),
             ..user(0)
         };
-        assert_eq!(
-            choose(&f).unwrap(),
-            Choice::Fixed("/run/singularity-oci".into())
-        );
+        assert_eq!(chosen(f), fixed("/run/singularity-oci"));
     }
 
     #[test]
@@ -220,10 +221,7 @@ mod tests {
             run_user_exists: true,
             ..user(1000)
         };
-        assert_eq!(
-            choose(&f).unwrap(),
-            Choice::Fixed("/run/user/1000/singularity-oci".into())
-        );
+        assert_eq!(chosen(f), fixed("/run/user/1000/singularity-oci"));
     }
 
     #[test]
@@ -232,18 +230,13 @@ mod tests {
             run_user_exists: true,
             ..user(1000)
         };
-        assert_eq!(
-            choose(&f).unwrap(),
-            Choice::Fixed("/run/user/1000/singularity-oci".into())
-        );
+        assert_eq!(chosen(f), fixed("/run/user/1000/singularity-oci"));
     }
 
     #[test]
     fn user_without_anything_goes_to_shared_tmp() {
-        assert_eq!(
-            choose(&user(1234)).unwrap(),
-            Choice::SharedTmp("/tmp/singularity-oci-1234".into())
-        );
+        let shared = Choice::SharedTmp("/tmp/singularity-oci-1234".into());
+        assert_eq!(chosen(user(1234)), shared);
     }
 
     #[test]
@@ -252,10 +245,8 @@ mod tests {
             tmpdir: Some("/scratch/t".into()),
             ..user(9)
         };
-        assert_eq!(
-            choose(&f).unwrap(),
-            Choice::SharedTmp("/scratch/t/singularity-oci-9".into())
-        );
+        let shared = Choice::SharedTmp("/scratch/t/singularity-oci-9".into());
+        assert_eq!(chosen(f), shared);
     }
 
     #[test]
