@@ -418,6 +418,8 @@ pub struct EnvInputs<'a> {
     /// build PATH and LD_LIBRARY_PATH, and the user's variables are applied again after them
     /// (`singularity_d`).
     pub native: bool,
+    /// `--no-eval`: with `--no-compat`, a native image's user values are not evaluated.
+    pub no_eval: bool,
 }
 
 /// Build `process.env` (pure).
@@ -473,7 +475,15 @@ pub fn build(i: &EnvInputs, warn: &mut dyn FnMut(String)) -> Vec<String> {
         }
     }
     if i.native {
-        crate::singularity_d::native_env(&mut env, &user, user_path, append, prepend, user_ld);
+        crate::singularity_d::native_env(
+            &mut env,
+            &user,
+            user_path,
+            append,
+            prepend,
+            user_ld,
+            i.no_compat && !i.no_eval,
+        );
         pass_host_vars(&mut env, i);
         return env.to_strings();
     }
@@ -550,6 +560,7 @@ mod tests {
             no_compat: false,
             cleanenv: false,
             native: false,
+            no_eval: false,
         }
     }
 

@@ -30,7 +30,7 @@ const TOOL: Tool = Tool {
         "Cgroups:    --apply-cgroups FILE  --cpus N  --cpu-shares N  --cpuset-cpus L  --cpuset-mems L\n",
         "            --memory SZ  --memory-reservation SZ  --memory-swap SZ  --oom-kill-disable\n",
         "            --pids-limit N  --blkio-weight N  --blkio-weight-device DEV:W\n",
-        "Ignored:    --tmp-sandbox --no-tmp-sandbox --disable-cache --no-nv --no-rocm --no-eval --compat\n",
+        "Ignored:    --tmp-sandbox --no-tmp-sandbox --disable-cache --no-nv --no-rocm --compat, and --no-eval\n            (except with --no-compat for a native SIF or sandbox: values not evaluated)\n",
         "Rejected:   --fusemount --nvccli --proot --network X (not none) --network-args --netns-path\n",
         "            --security --config --shell --boot --passphrase\n",
         "            --pem-path --sif-fuse --overlay --writable --data --nv --rocm --device --cdi-dirs\n",

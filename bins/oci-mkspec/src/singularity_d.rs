@@ -22,6 +22,15 @@ use anyhow::{Result, bail};
 /// Names the user's variables for the action script (removed from the environment by it).
 pub const USER_ENV_KEYS: &str = "_SINGULARITY_OCI_USER_ENV";
 
+/// Set (to 1) when the user's values are evaluated by the shell as they are set again, as
+/// SingularityCE's `98-singularityenv.sh` does with `--no-compat` without `--no-eval` (it
+/// writes `K="VALUE"` with only `"` escaped); otherwise they are set literally.
+pub const USER_ENV_EVAL: &str = "_SINGULARITY_OCI_USER_ENV_EVAL";
+
+/// Sets the user's variables again (after the app's environment, once): literally, or with
+/// `_sioci_eval` as `eval K="VALUE"`, `"` in VALUE escaped.
+const REAPPLY: &str = r#"_sioci_user() { _sioci_app; _sioci_app() { :; }; for _sioci_k in $_sioci_keys; do eval "_sioci_r=\$_sioci_v_$_sioci_k"; unset _sioci_v_$_sioci_k; if [ -n "$_sioci_eval" ]; then _sioci_o=; while :; do case $_sioci_r in *\"*) _sioci_p=${_sioci_r%%\"*}; _sioci_o=$_sioci_o$_sioci_p\\\"; _sioci_r=${_sioci_r#*\"} ;; *) break ;; esac; done; eval "$_sioci_k=\"$_sioci_o$_sioci_r\""; else eval "$_sioci_k=\$_sioci_r"; fi; export $_sioci_k; done; _sioci_keys=; }; "#;
+
 /// Variables a POSIX shell owns or that the script's own word splitting needs: never set again.
 const NOT_REAPPLIED: &[&str] = &[
     "PATH",
@@ -48,6 +57,7 @@ pub fn native_env(
     append: Option<String>,
     prepend: Option<String>,
     ld_library_path: Option<String>,
+    evaluate: bool,
 ) {
     env.set("PATH", DEFAULT_PATH);
     for (k, v) in [
@@ -70,6 +80,9 @@ pub fn native_env(
         .collect();
     if !keys.is_empty() {
         env.set(USER_ENV_KEYS, &keys.join(" "));
+        if evaluate {
+            env.set(USER_ENV_EVAL, "1");
+        }
     }
 }
 
@@ -79,9 +92,9 @@ pub fn native_env(
 /// replaces it), then PATH and LD_LIBRARY_PATH as described above.
 fn prologue() -> String {
     format!(
-        "_sioci_keys=${{{USER_ENV_KEYS}-}}; unset {USER_ENV_KEYS}; \
+        "_sioci_keys=${{{USER_ENV_KEYS}-}}; _sioci_eval=${{{USER_ENV_EVAL}-}}; unset {USER_ENV_KEYS} {USER_ENV_EVAL}; \
 for _sioci_k in $_sioci_keys; do eval \"_sioci_v_$_sioci_k=\\${{$_sioci_k}}\"; done; \
-_sioci_user() {{ _sioci_app; _sioci_app() {{ :; }}; for _sioci_k in $_sioci_keys; do eval \"$_sioci_k=\\$_sioci_v_$_sioci_k; export $_sioci_k; unset _sioci_v_$_sioci_k\"; done; _sioci_keys=; }}; \
+{REAPPLY}\
 for _sioci_f in /.singularity.d/env/*.sh; do \
 case ${{_sioci_f##*/}} in 98-singularityenv.sh) _sioci_user; continue ;; [0-8]* | 9[0-8]*) ;; *) _sioci_user ;; esac; \
 if [ -f \"$_sioci_f\" ]; then . \"$_sioci_f\"; fi; done; _sioci_user; \
@@ -90,7 +103,7 @@ if [ -n \"${{SING_USER_DEFINED_APPEND_PATH:-}}\" ]; then PATH=\"$PATH:$SING_USER
 if [ -n \"${{SING_USER_DEFINED_PATH:-}}\" ]; then PATH=\"$SING_USER_DEFINED_PATH\"; fi; \
 unset SING_USER_DEFINED_PREPEND_PATH SING_USER_DEFINED_APPEND_PATH SING_USER_DEFINED_PATH; export PATH; \
 case \":${{LD_LIBRARY_PATH:-}}:\" in *:{LIBS_DIR}:*) ;; ::) LD_LIBRARY_PATH={LIBS_DIR} ;; *) LD_LIBRARY_PATH=\"$LD_LIBRARY_PATH:{LIBS_DIR}\" ;; esac; \
-export LD_LIBRARY_PATH; unset _sioci_f _sioci_k _sioci_keys; unset -f _sioci_user _sioci_app; "
+export LD_LIBRARY_PATH; unset _sioci_f _sioci_k _sioci_keys _sioci_eval _sioci_r _sioci_o _sioci_p; unset -f _sioci_user _sioci_app; "
     )
 }
 
@@ -269,6 +282,23 @@ mod tests {
     }
 
     #[test]
+    fn no_compat_evaluates_the_users_values_as_singularityce_does() {
+        let value = r#"$HOME|"$HOME"|'$HOME'|\$HOME|$(echo sub)"#;
+        let env = [("HOME", "/h"), ("WHO", value), (USER_ENV_KEYS, "WHO")];
+        assert_eq!(run_prologue(&[], &env, "printf %s \"$WHO\""), value);
+        let env = [
+            ("HOME", "/h"),
+            ("WHO", value),
+            (USER_ENV_KEYS, "WHO"),
+            (USER_ENV_EVAL, "1"),
+        ];
+        assert_eq!(
+            run_prologue(&[], &env, "printf %s \"$WHO\""),
+            r#"/h|"/h"|'/h'|$HOME|sub"#
+        );
+    }
+
+    #[test]
     fn native_env_names_the_users_variables_and_keeps_path_aside() {
         let mut env = EnvList::default();
         env.set("FOO", "bar");
@@ -283,6 +313,7 @@ mod tests {
             None,
             Some("/pre".into()),
             None,
+            false,
         );
         assert_eq!(env.get(USER_ENV_KEYS), Some("FOO HOME"));
         assert_eq!(env.get("PATH"), Some(DEFAULT_PATH));

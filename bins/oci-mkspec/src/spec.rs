@@ -287,6 +287,7 @@ pub fn build(i: &Inputs) -> Result<Built> {
             no_compat: o.no_compat,
             cleanenv: o.cleanenv,
             native: i.image.singularity_d,
+            no_eval: o.no_eval,
         },
         &mut warn,
     );

@@ -178,6 +178,22 @@ fn the_users_variables_win_over_the_image_env_scripts() {
                 .run()
                 .assert_code(0)
                 .assert_stdout_eq("runscript:user:");
+            // Literal by default; evaluated with --no-compat (unless --no-eval), as the
+            // double-quoted lines of SingularityCE's 98-singularityenv.sh are.
+            for (opts, want) in [
+                (&[][..], "$(id -u)".to_string()),
+                (&["--no-compat"][..], ctx.uid().to_string()),
+                (&["--no-compat", "--no-eval"][..], "$(id -u)".to_string()),
+            ] {
+                let mut args = vec!["exec"];
+                args.extend_from_slice(opts);
+                args.extend_from_slice(&[img, "/bin/sh", "-c", "echo \"$WHO\""]);
+                ctx.front_cmd(&args)
+                    .env("SINGULARITYENV_WHO", "$(id -u)")
+                    .run()
+                    .assert_code(0)
+                    .assert_stdout_eq(&want);
+            }
             ctx.front_cmd(&["exec", img, "/bin/sh", "-c", "echo $PATH"])
                 .env("SINGULARITYENV_PREPEND_PATH", "/first")
                 .env("SINGULARITYENV_APPEND_PATH", "/last")
