@@ -35,19 +35,22 @@
 //! a cache shared by all tests of the same profile (`SINGULARITY_CACHEDIR`), the user's real
 //! `HOME`, `SINGULARITY_OCI_RUNTIME` set to the runtime under test, and a `PATH` that starts
 //! with `$SIOCI_PREFIX/bin`. Commands run with exactly that environment (nothing inherited from
-//! `cargo test`): as root directly, or as the test user through `setpriv`.
+//! `cargo test`): as root directly, or as the test user through `setpriv` ([`Ctx::command`]
+//! for a `std::process::Command` the same way, e.g. for a background process).
 //!
 //! The per-test directory is named `<test binary>-<test fn>.<profile>.<runtime>`
 //! ([`matrix`], [`Ctx::for_test`]); a name given to [`Ctx::new`] must be unique in the suite.
 
 mod cmd;
 mod expect;
+pub mod faultproxy;
 mod leftovers;
-mod schema;
-// The registry helpers (tests/e2e/src/registry.rs) plug in here with `pub mod registry;`.
 pub mod pty;
 pub mod pyserver;
 pub mod registry;
+mod schema;
+pub mod tools;
+pub mod tree;
 
 pub use cmd::{Cmd, Output};
 pub use expect::{
@@ -57,6 +60,7 @@ pub use schema::{
     assert_record_valid, image_schema_errors, record_schema_errors, runtime_config_errors,
     schema_errors, validate_image_json, validate_runtime_config,
 };
+pub use tools::require_tool;
 
 use std::ffi::CString;
 use std::os::unix::fs::{PermissionsExt, chown};
@@ -526,10 +530,7 @@ fn tools_present() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         for t in ["setpriv", "crun", "runc", "newuidmap", "newgidmap"] {
-            let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"]
-                .iter()
-                .any(|d| Path::new(d).join(t).is_file());
-            assert!(found, "{t} is not installed: run scripts/setup");
+            require_tool(t);
         }
     });
 }

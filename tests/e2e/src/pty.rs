@@ -15,7 +15,7 @@
 use crate::Ctx;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long [`Pty::expect`] waits by default.
@@ -70,25 +70,11 @@ impl Pty {
         unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
         set_size(master.as_raw_fd(), 24, 80);
 
-        let mut cmd = match ctx.user() {
-            None => Command::new(program),
-            Some(_) => {
-                let mut c = Command::new("setpriv");
-                c.arg(format!("--reuid={}", ctx.uid()))
-                    .arg(format!("--regid={}", ctx.gid()))
-                    .arg("--init-groups")
-                    .arg("--")
-                    .arg(program);
-                c
-            }
-        };
+        let mut cmd = ctx.command(program);
         let stdio = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup pty slave"));
         cmd.args(args)
-            .env_clear()
-            .envs(ctx.base_env())
             .env("TERM", "xterm")
             .envs(env.iter().copied())
-            .current_dir(ctx.dir())
             .stdin(stdio(&slave))
             .stdout(stdio(&slave))
             .stderr(stdio(&slave));
@@ -188,6 +174,15 @@ impl Pty {
     /// Change the window size (the kernel sends SIGWINCH to the terminal's foreground group).
     pub fn resize(&self, rows: u16, cols: u16) {
         set_size(self.master.as_raw_fd(), rows, cols);
+    }
+
+    /// Resize the window to `rows` x `cols`, give the program time to get its SIGWINCH, then
+    /// type `input`, which must make it print `stty size`, and wait for the new size.
+    pub fn resize_and_expect_size(&mut self, rows: u16, cols: u16, input: &str) {
+        self.resize(rows, cols);
+        std::thread::sleep(Duration::from_millis(300));
+        self.send(input);
+        self.expect(&format!("{rows} {cols}\r\n"));
     }
 
     /// Everything the terminal showed so far.

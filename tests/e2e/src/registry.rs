@@ -13,6 +13,7 @@
 //! directory, and is killed by PID when dropped. Images are pushed with `skopeo copy`. The log is
 //! parsed to count requests (for "each blob downloaded once").
 
+use crate::tools::require_tool;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -50,13 +51,6 @@ fn must(cmd: &mut Command, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn require_tool(t: &str) {
-    let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-        .iter()
-        .any(|d| Path::new(d).join(t).is_file());
-    assert!(found, "{t} is not installed: run scripts/setup");
 }
 
 /// Make `p` and its parents readable by everyone (the tests' unprivileged user reads CA files).

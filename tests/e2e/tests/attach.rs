@@ -31,10 +31,7 @@ fn attach_sequence_detach_reattach_resize() {
         t.send("stty size\r");
         t.expect("24 80\r\n");
         // ...and so does a resize (SIGWINCH -> conmon's ctl FIFO).
-        t.resize(50, 120);
-        std::thread::sleep(Duration::from_millis(300));
-        t.send("stty size\r");
-        t.expect("50 120\r\n");
+        t.resize_and_expect_size(50, 120, "stty size\r");
         // Detach keys in the same read as other input: the text before them is delivered.
         t.send("echo before-detach\r\x10\x11");
         assert_eq!(t.wait(), 0, "[{}] detach:\n{}", ctx.name, t.transcript());

@@ -5,13 +5,13 @@
 //! After every failure the cache is checked: every blob under `layout/blobs/sha256` hashes to its
 //! name, and no temporary file is left (`assert_cache_verified`).
 
+use e2e::faultproxy::FaultProxy;
 use e2e::registry::{CertsD, PASSWORD, Registry, USER};
 use e2e::*;
-use serde_json::Value;
-use std::io::{BufRead, BufReader};
+use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PROFILES: [Profile; 2] = [Profile::Root, Profile::User];
@@ -173,17 +173,6 @@ fn sh(script: &str) {
     );
 }
 
-fn require(tool: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(ok, "{tool} is not installed: run scripts/setup");
-}
-
 /// A multi-platform layout: tag `multi` -> a nested index with busybox as linux/amd64 and the
 /// zstd image labelled linux/arm64/v8 (the bytes are amd64; only selection is tested).
 fn multi_arch_layout(dir: &Path) -> (String, String) {
@@ -274,7 +263,7 @@ fn docker_save_archive(dir: &Path) -> PathBuf {
 
 /// A layout written by umoci (its own gzip layer with busybox).
 fn umoci_layout(dir: &Path) -> PathBuf {
-    require("umoci");
+    require_tool("umoci");
     let l = dir.join("umoci");
     sh(&format!(
         "cd {d} && umoci init --layout umoci && umoci new --image umoci:latest && mkdir -p r/bin && cp /bin/busybox r/bin/ && tar -C r -cf layer.tar . && umoci raw add-layer --image umoci:latest layer.tar && chmod -R a+rX umoci",
@@ -285,7 +274,7 @@ fn umoci_layout(dir: &Path) -> PathBuf {
 
 #[test]
 fn local_sources_every_kind() {
-    require("skopeo");
+    require_tool("skopeo");
     let dir = scratch("local");
     sh(&format!(
         "skopeo copy -q oci:{}:latest oci:{d}/skopeo:sk && skopeo copy -q oci:{}:latest oci-archive:{d}/layered.oci.tar:v1 && skopeo copy -q oci:{}:latest docker-archive:{d}/bb.docker.tar:sioci/bb:v2 && chmod -R a+rX {d}",
@@ -779,74 +768,9 @@ fn concurrent_fetches_download_each_blob_once() {
     assert_cache_verified(&cache);
 }
 
-/// tests/faultproxy in front of a registry; killed on drop.
-struct FaultProxy {
-    child: Child,
-    addr: String,
-    rules: PathBuf,
-    log: PathBuf,
-}
-
-impl FaultProxy {
-    fn start(dir: &Path, upstream: &str) -> FaultProxy {
-        require("python3");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../faultproxy/faultproxy.py");
-        let rules = dir.join("rules.json");
-        let log = dir.join("proxy.log");
-        std::fs::write(&rules, r#"{"rules":[]}"#).unwrap();
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .args(["--upstream", upstream, "--rules"])
-            .arg(&rules)
-            .arg("--log")
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("faultproxy");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .expect("faultproxy prints PORT n")
-            .to_string();
-        FaultProxy {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-            rules,
-            log,
-        }
-    }
-
-    fn set_rules(&self, rules: &str) {
-        // The proxy reloads on mtime change; make sure the mtime moves.
-        std::thread::sleep(Duration::from_millis(20));
-        std::fs::write(&self.rules, format!(r#"{{"rules":[{rules}]}}"#)).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
-    fn log_lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A layout with one large, incompressible layer (for slow and interrupted downloads).
 fn big_layer_layout(dir: &Path, mib: u32) -> PathBuf {
-    require("umoci");
+    require_tool("umoci");
     sh(&format!(
         "cd {d} && umoci init --layout big && umoci new --image big:latest && mkdir -p r && head -c {mib}M /dev/urandom > r/random.bin && tar -C r -cf layer.tar . && umoci raw add-layer --image big:latest layer.tar && chmod -R a+rX big",
         d = dir.display()
@@ -865,13 +789,16 @@ fn network_faults_retries_resume_and_kill() {
         false,
     );
     reg.push(&oci_ref("busybox"), "sioci/busybox:latest", false);
-    let proxy = FaultProxy::start(&dir, &reg.addr);
+    let proxy = FaultProxy::start(&dir.join("proxy"), &reg.addr);
     let via = |repo: &str| format!("docker://{}/{repo}", proxy.addr);
     let ctx = Ctx::new(Profile::User, Rt::Crun, &current_test_name());
 
     // 503 twice, then a reset mid-blob: retried, and the fetch succeeds.
     let cache = fresh_cache(&ctx, "c1");
-    proxy.set_rules(r#"{"match":"/blobs/","method":"GET","fault":"status","status":503,"times":2},{"match":"/blobs/","method":"GET","fault":"reset","times":1}"#);
+    proxy.set_rules(json!([
+        {"match": "/blobs/", "method": "GET", "fault": "status", "status": 503, "times": 2},
+        {"match": "/blobs/", "method": "GET", "fault": "reset", "times": 1},
+    ]));
     check_record(
         &fetch(&ctx, &cache, &["--no-https", &via("sioci/big:v1")]),
         "docker",
@@ -880,7 +807,9 @@ fn network_faults_retries_resume_and_kill() {
 
     // A body that is always short: bounded retries, then FATAL, nothing cached.
     let cache = fresh_cache(&ctx, "c2");
-    proxy.set_rules(r#"{"match":"/blobs/","method":"GET","fault":"badlength","delta":-1000}"#);
+    proxy.set_rules(json!([
+        {"match": "/blobs/", "method": "GET", "fault": "badlength", "delta": -1000},
+    ]));
     let t = Instant::now();
     fetch(&ctx, &cache, &["--no-https", &via("sioci/busybox:latest")]).assert_fatal("truncated");
     assert!(
@@ -898,7 +827,7 @@ fn network_faults_retries_resume_and_kill() {
     );
     // Only the verified manifest and config may be cached; the partial stays in tmp/ for a
     // resume, and is resumed and verified by the next fetch.
-    proxy.set_rules("");
+    proxy.set_rules(json!([]));
     check_record(
         &fetch(&ctx, &cache, &["--no-https", &via("sioci/busybox:latest")]),
         "docker",
@@ -907,26 +836,20 @@ fn network_faults_retries_resume_and_kill() {
 
     // Redirect loop and 401 loop: FATAL, no hang.
     let cache = fresh_cache(&ctx, "c3");
-    proxy.set_rules(r#"{"match":"/blobs/","fault":"redirect"}"#);
+    proxy.set_rules(json!([{"match": "/blobs/", "fault": "redirect"}]));
     fetch(&ctx, &cache, &["--no-https", &via("sioci/busybox:latest")]).assert_code(255);
-    proxy.set_rules(r#"{"match":"/manifests/","fault":"authloop"}"#);
+    proxy.set_rules(json!([{"match": "/manifests/", "fault": "authloop"}]));
     fetch(&ctx, &cache, &["--no-https", &via("sioci/busybox:latest")]).assert_code(255);
-    proxy.set_rules("");
+    proxy.set_rules(json!([]));
 
     // Killed mid-blob, then rerun: the rerun resumes with Range and verifies.
     let cache = fresh_cache(&ctx, "c4");
-    proxy.set_rules(
-        r#"{"match":"/blobs/","method":"GET","fault":"trickle","chunk":65536,"interval":0.05}"#,
-    );
-    let mut child = Command::new("setpriv")
-        .arg(format!("--reuid={}", ctx.uid()))
-        .arg(format!("--regid={}", ctx.gid()))
-        .arg("--init-groups")
-        .arg("--")
-        .arg(ctx.bin("oci-fetch"))
+    proxy.set_rules(json!([
+        {"match": "/blobs/", "method": "GET", "fault": "trickle", "chunk": 65536, "interval": 0.05},
+    ]));
+    let mut child = ctx
+        .command(ctx.bin("oci-fetch"))
         .args(["--no-https", "--quiet", &via("sioci/big:v1")])
-        .env_clear()
-        .envs(ctx.base_env())
         .env("SINGULARITY_CACHEDIR", &cache)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -958,12 +881,12 @@ fn network_faults_retries_resume_and_kill() {
         !layout_of(&cache).join("blobs/sha256").join(&hex).exists(),
         "a partial blob was published"
     );
-    proxy.set_rules("");
+    proxy.set_rules(json!([]));
     check_record(
         &fetch(&ctx, &cache, &["--no-https", &via("sioci/big:v1")]),
         "docker",
     );
-    let resumed = proxy.log_lines().iter().any(|l| {
+    let resumed = proxy.requests().iter().any(|l| {
         l["path"].as_str().is_some_and(|p| p.contains(&hex))
             && l["range"]
                 .as_str()
@@ -972,7 +895,7 @@ fn network_faults_retries_resume_and_kill() {
     assert!(
         resumed,
         "the rerun did not resume with Range: {:?}",
-        proxy.log_lines()
+        proxy.requests()
     );
     assert_cache_verified(&cache);
 }

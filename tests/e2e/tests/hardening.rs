@@ -132,15 +132,8 @@ fn no_setgroups_keeps_permissions_that_deny_a_group() {
         let path = denied.display().to_string();
         let dir = ctx.dir().display().to_string();
         let with_group = |args: &[&str]| -> std::process::Output {
-            std::process::Command::new("setpriv")
-                .arg(format!("--reuid={}", ctx.uid()))
-                .arg(format!("--regid={}", ctx.gid()))
-                .arg(format!("--groups={},{group}", ctx.gid()))
-                .arg("--")
-                .args(args)
-                .env_clear()
-                .envs(ctx.base_env())
-                .current_dir(ctx.dir())
+            ctx.command_in_groups(&[ctx.gid(), group], args[0])
+                .args(&args[1..])
                 .stdin(std::process::Stdio::null())
                 .output()
                 .unwrap()

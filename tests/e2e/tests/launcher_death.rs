@@ -13,11 +13,14 @@ use e2e::*;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-/// Start the front in the background as the context's user, wait until the container process
-/// runs (its command line is exactly the container command: the front's own mentions the tag
-/// too), wait `delay` seconds, then SIGKILL the front or its child, the shim.
-const SCRIPT: &str = r#"
-front=$1 image=$2 tag=$3 who=$4 delay=$5
+/// The start of both scripts below: the front in the background as the context's user
+/// (`$1` the front, `$2` the image, `$3` the tag), then a wait until the container process runs
+/// (its command line is exactly the container command: the front's own mentions the tag too).
+/// `$f` is the front's pid.
+macro_rules! start_front {
+    () => {
+        r#"
+front=$1 image=$2 tag=$3
 "$front" exec "$image" sh -c "sleep 600; : $tag" </dev/null >/dev/null 2>&1 &
 f=$!
 i=0
@@ -25,6 +28,15 @@ until pgrep -f -- "^sh -c sleep 600; : $tag\$" >/dev/null; do
     i=$((i + 1)); [ $i -lt 600 ] || { echo "container never started" >&2; exit 3; }
     sleep 0.05
 done
+"#
+    };
+}
+
+/// Wait `$5` seconds, then SIGKILL the front or (`$4` = `shim`) its child, the shim.
+const SCRIPT: &str = concat!(
+    start_front!(),
+    r#"
+who=$4 delay=$5
 sleep "$delay"
 if [ "$who" = shim ]; then
     s=$(pgrep -P "$f" -f oci-runtime-shim) || { echo "no shim below the front $f" >&2; exit 4; }
@@ -34,26 +46,22 @@ else
 fi
 wait "$f" 2>/dev/null
 exit 0
-"#;
+"#
+);
 
 /// Kill everything that could clean up: the shim's watchdog first, then the front (whose death
 /// kills the shim, and the shim's the runtime). The container is left running, orphaned.
-const KILL_ALL: &str = r#"
-front=$1 image=$2 tag=$3
-"$front" exec "$image" sh -c "sleep 600; : $tag" </dev/null >/dev/null 2>&1 &
-f=$!
-i=0
-until pgrep -f -- "^sh -c sleep 600; : $tag\$" >/dev/null; do
-    i=$((i + 1)); [ $i -lt 600 ] || { echo "container never started" >&2; exit 3; }
-    sleep 0.05
-done
+const KILL_ALL: &str = concat!(
+    start_front!(),
+    r#"
 s=$(pgrep -P "$f" -f oci-runtime-shim) || { echo "no shim" >&2; exit 4; }
 w=$(pgrep -P "$s" -f oci-runtime-shim) || { echo "no watchdog below the shim $s" >&2; exit 5; }
 kill -KILL $w
 kill -KILL "$f"
 wait "$f" 2>/dev/null
 exit 0
-"#;
+"#
+);
 
 /// What is still there of this context's containers: processes, bundles, state (under
 /// `state_root`).
@@ -85,6 +93,16 @@ fn remains(ctx: &Ctx, tag: &str, state_root: &std::path::Path) -> Vec<String> {
     v
 }
 
+/// [`remains`] once it is empty, or after `limit`.
+fn remains_after(
+    ctx: &Ctx,
+    tag: &str,
+    state_root: &std::path::Path,
+    limit: Duration,
+) -> Vec<String> {
+    reliability::settle(limit, || remains(ctx, tag, state_root))
+}
+
 #[test]
 fn sigkill_of_the_front_or_the_shim_takes_the_container_down() {
     let mut rng = reliability::Rng::from_env("launcher_death");
@@ -108,11 +126,7 @@ fn sigkill_of_the_front_or_the_shim_takes_the_container_down() {
                 .run()
                 .assert_success();
             let killed = Instant::now();
-            let mut left = remains(&ctx, &tag, &ctx.state_root());
-            while !left.is_empty() && killed.elapsed() < Duration::from_secs(5) {
-                std::thread::sleep(Duration::from_millis(50));
-                left = remains(&ctx, &tag, &ctx.state_root());
-            }
+            let left = remains_after(&ctx, &tag, &ctx.state_root(), Duration::from_secs(5));
             assert!(
                 left.is_empty(),
                 "[{}] kill -9 of the {who} after {delay} s: still there after 5 s:\n  {}",
@@ -157,12 +171,7 @@ fn the_next_run_sweeps_a_container_whose_launcher_and_watchdog_were_killed() {
             .env("SINGULARITY_OCI_STATE_ROOT", &root_s)
             .run()
             .assert_success();
-        let swept = Instant::now();
-        let mut left = remains(&ctx, &tag, &root);
-        while !left.is_empty() && swept.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(50));
-            left = remains(&ctx, &tag, &root);
-        }
+        let left = remains_after(&ctx, &tag, &root, Duration::from_secs(5));
         assert!(
             left.is_empty(),
             "[{}] the next run did not sweep:\n  {}",

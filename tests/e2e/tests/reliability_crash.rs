@@ -13,6 +13,7 @@
 #[path = "reliability_support.rs"]
 mod support;
 
+use e2e::faultproxy::FaultProxy;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -171,7 +172,7 @@ fn sigkill_oci_fetch_at_random_points() {
         "crash/big:latest",
         false,
     );
-    let proxy = FaultProxy::start(&s.join("proxy"), registry_port(&reg));
+    let proxy = FaultProxy::start(&s.join("proxy"), &reg.addr);
     proxy.set_rules(serde_json::json!([
         {"match": "/blobs/", "method": "GET", "fault": "trickle", "chunk": 262144, "interval": 0.03}
     ]));

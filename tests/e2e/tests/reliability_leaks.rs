@@ -12,7 +12,7 @@ mod support;
 
 use e2e::{Ctx, Profile, Rt, oci_ref};
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -46,23 +46,8 @@ fn launches() -> usize {
 /// runs commands: clean environment, setpriv for users, its own process group.
 fn spawn_front(ctx: &Ctx, args: &[&str]) -> std::process::Child {
     use std::os::unix::process::CommandExt;
-    let front = e2e::prefix().join("bin/singularity-oci");
-    let mut c = match ctx.user() {
-        None => Command::new(&front),
-        Some(_) => {
-            let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={}", ctx.uid()))
-                .arg(format!("--regid={}", ctx.gid()))
-                .arg("--init-groups")
-                .arg("--")
-                .arg(&front);
-            c
-        }
-    };
-    c.args(args)
-        .env_clear()
-        .envs(ctx.base_env())
-        .current_dir(ctx.dir())
+    ctx.command(ctx.bin("singularity-oci"))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -10,6 +10,7 @@
 #[path = "reliability_support.rs"]
 mod support;
 
+use e2e::faultproxy::FaultProxy;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,7 +54,7 @@ impl Rig {
             "fault/img:latest",
             false,
         );
-        let proxy = FaultProxy::start(&scratch.join("proxy"), registry_port(&registry));
+        let proxy = FaultProxy::start(&scratch.join("proxy"), &registry.addr);
         Rig {
             scratch,
             _registry: registry,

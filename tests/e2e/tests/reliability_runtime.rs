@@ -10,7 +10,7 @@
 #[path = "reliability_support.rs"]
 mod support;
 
-use e2e::{Ctx, Profile, matrix, matrix_with, oci_ref};
+use e2e::{Ctx, Profile, matrix, matrix_with, oci_ref, require_tool};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -249,9 +249,8 @@ fn state_dir_not_writable() {
 /// `setup`, a shell snippet. The bind mounts of `setup` are visible to that command only.
 fn run_in_private_ns(ctx: &Ctx, setup: &str, argv: &[&str], limit: Duration) -> Ran {
     let script = format!(
-        "set -e; {setup}; exec setpriv --reuid={} --regid={} --init-groups -- \"$@\"",
-        ctx.uid(),
-        ctx.gid()
+        "set -e; {setup}; exec {} \"$@\"",
+        ctx.setpriv_words().join(" ")
     );
     let mut c = Command::new(require_tool("unshare"));
     c.args([

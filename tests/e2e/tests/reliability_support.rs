@@ -1,8 +1,9 @@
 //! Shared helpers of the reliability tests (`reliability_*.rs` include this file as a module).
 //!
 //! Kept apart from the e2e harness on purpose: these are the fault-injection pieces only the
-//! reliability suite needs (a seeded RNG, a generated large image, cache invariant checks, the
-//! fault proxy and a throwaway registry). Compiled on its own it is an empty test crate.
+//! reliability suite needs (a seeded RNG, a generated large image, cache invariant checks and
+//! result records; the fault proxy is `e2e::faultproxy`). Compiled on its own it is an empty
+//! test crate.
 #![allow(dead_code)]
 
 use std::fs;
@@ -13,11 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-/// The unprivileged test user with subordinate IDs (`$SIOCI_TEST_USER`, set by scripts/test).
-pub fn test_user_name() -> String {
-    std::env::var("SIOCI_TEST_USER").expect("SIOCI_TEST_USER is not set: run through scripts/test")
-}
 
 // ------------------------------------------------------------------------------------------------
 // Where things are
@@ -55,37 +51,6 @@ pub fn require_root() {
         0,
         "the reliability tests run as root (CI does); they switch to the test user themselves"
     );
-}
-
-pub fn require_tool(name: &str) -> PathBuf {
-    for dir in [
-        "/usr/local/sbin",
-        "/usr/local/bin",
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-    ] {
-        let p = Path::new(dir).join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("required tool {name} is not installed (scripts/setup installs it)");
-}
-
-/// uid and gid of the unprivileged test user that `scripts/setup --users` creates.
-pub fn test_user() -> (u32, u32) {
-    let user = test_user_name();
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id").arg(flag).arg(&user).output().unwrap();
-        assert!(
-            out.status.success(),
-            "test user {user} is missing: run scripts/setup --users"
-        );
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    };
-    (id("-u"), id("-g"))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -300,13 +265,6 @@ pub fn spawn_logged(cmd: &mut Command, out: &Path, err: &Path) -> Child {
         .process_group(0)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-/// A command run as the unprivileged test user, with a clean environment (`runuser -u`).
-pub fn as_user(prog: &Path) -> Command {
-    let mut c = Command::new(require_tool("runuser"));
-    c.arg("-u").arg(test_user_name()).arg("--").arg(prog);
-    c
 }
 
 pub fn sh(script: &str) -> Output {
@@ -661,102 +619,6 @@ pub fn settle<T>(limit: Duration, mut f: impl FnMut() -> Vec<T>) -> Vec<T> {
             return v;
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// A throwaway docker-registry on 127.0.0.1, and the fault proxy in front of it
-
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn wait_port(port: u16, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-/// The port of a harness registry (`e2e::registry::Registry`, `addr` = `127.0.0.1:PORT`).
-pub fn registry_port(r: &e2e::registry::Registry) -> u16 {
-    r.addr.rsplit(':').next().unwrap().parse().unwrap()
-}
-
-pub struct FaultProxy {
-    child: Child,
-    pub port: u16,
-    rules: PathBuf,
-    log: PathBuf,
-}
-
-impl FaultProxy {
-    pub fn start(dir: &Path, upstream: u16) -> FaultProxy {
-        fs::create_dir_all(dir).unwrap();
-        let rules = dir.join("rules.json");
-        let log = dir.join("requests.jsonl");
-        fs::write(&rules, br#"{"rules":[]}"#).unwrap();
-        let port = free_port();
-        let child = Command::new(require_tool("python3"))
-            .arg(workspace().join("tests/faultproxy/faultproxy.py"))
-            .arg("--upstream")
-            .arg(format!("127.0.0.1:{upstream}"))
-            .arg("--rules")
-            .arg(&rules)
-            .arg("--log")
-            .arg(&log)
-            .arg("--port")
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.join("proxy.err")).unwrap())
-            .spawn()
-            .unwrap();
-        assert!(
-            wait_port(port, Duration::from_secs(20)),
-            "faultproxy did not listen on 127.0.0.1:{port}"
-        );
-        FaultProxy {
-            child,
-            port,
-            rules,
-            log,
-        }
-    }
-
-    /// Replace the rules (the proxy re-reads the file when its mtime changes) and clear the log.
-    pub fn set_rules(&self, rules: serde_json::Value) {
-        let tmp = self.rules.with_extension("tmp");
-        fs::write(
-            &tmp,
-            serde_json::to_vec(&serde_json::json!({ "rules": rules })).unwrap(),
-        )
-        .unwrap();
-        // mtime granularity: make sure the new file's mtime differs from the old one's.
-        std::thread::sleep(Duration::from_millis(20));
-        fs::rename(&tmp, &self.rules).unwrap();
-        fs::write(&self.log, b"").unwrap();
-    }
-
-    /// The requests seen since the last `set_rules`.
-    pub fn requests(&self) -> Vec<serde_json::Value> {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

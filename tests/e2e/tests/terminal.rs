@@ -33,14 +33,8 @@ fn window_size_at_start_and_after_resizes() {
             r#"stty -g >before; "$F" exec "$I" sh -c 'stty size; read x; stty size; read x; stty size'; rc=$?; stty -g >after; echo "status=$rc"; cmp before after && echo settings-restored"#,
         );
         t.expect("24 80\r\n");
-        t.resize(50, 120);
-        std::thread::sleep(Duration::from_millis(300));
-        t.send("\r");
-        t.expect("50 120\r\n");
-        t.resize(30, 100);
-        std::thread::sleep(Duration::from_millis(300));
-        t.send("\r");
-        t.expect("30 100\r\n");
+        t.resize_and_expect_size(50, 120, "\r");
+        t.resize_and_expect_size(30, 100, "\r");
         t.expect("status=0");
         t.expect("settings-restored");
         assert_eq!(t.wait(), 0, "[{}]\n{}", ctx.name, t.transcript());

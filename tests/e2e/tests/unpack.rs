@@ -8,132 +8,23 @@
 //! The extractor's own corner cases (hostile layers, bad input, concurrency, every whiteout and
 //! link kind against umoci) are in bins/oci-unpack/tests/.
 
+use e2e::tree::{Entry, differences, snapshot};
 use e2e::*;
 use serde_json::Value;
-use std::collections::BTreeMap;
-use std::hash::{DefaultHasher, Hasher};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Fixtures umoci 0.4 can read (it has no zstd); `zstd` is compared with `busybox` instead.
 const UMOCI_FIXTURES: [&str; 5] = ["busybox", "layered", "user", "vartmp-link", "uncompressed"];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Info {
-    kind: char,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    content: Option<u64>,
-    target: Option<String>,
-    link_group: Option<String>,
-    xattrs: BTreeMap<String, Vec<u8>>,
-}
-
-fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let mut names = vec![0u8; 65536];
-    // SAFETY: buffers are valid for the sizes given; c is NUL-terminated.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    let mut out = BTreeMap::new();
-    if n <= 0 {
-        return out;
+/// What oci-unpack and umoci must agree on: everything but link counts and times.
+fn unpack_view(e: &Entry) -> Entry {
+    Entry {
+        nlink: 0,
+        mtime_ns: 0,
+        ..e.clone()
     }
-    for name in names[..n as usize]
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-    {
-        let cn = std::ffi::CString::new(name).unwrap();
-        let mut v = vec![0u8; 65536];
-        // SAFETY: as above.
-        let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-        if m >= 0 {
-            out.insert(
-                String::from_utf8_lossy(name).into_owned(),
-                v[..m as usize].to_vec(),
-            );
-        }
-    }
-    out
-}
-
-/// Walk a tree without following symlinks: path -> Info (the root is "/").
-fn snapshot(root: &Path) -> BTreeMap<String, Info> {
-    let mut out = BTreeMap::new();
-    let mut groups: BTreeMap<(u64, u64), String> = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    let mut multi = vec![];
-    while let Some(p) = stack.pop() {
-        let m = std::fs::symlink_metadata(&p).unwrap();
-        let rel = format!("/{}", p.strip_prefix(root).unwrap().display());
-        let ft = m.file_type();
-        let kind = match () {
-            _ if ft.is_dir() => 'd',
-            _ if ft.is_symlink() => 'l',
-            _ if ft.is_file() => 'f',
-            _ if ft.is_fifo() => 'p',
-            _ if ft.is_char_device() => 'c',
-            _ if ft.is_block_device() => 'b',
-            _ => '?',
-        };
-        if kind == 'd' {
-            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
-        }
-        let content = (kind == 'f').then(|| {
-            let mut h = DefaultHasher::new();
-            h.write(&std::fs::read(&p).unwrap());
-            h.finish()
-        });
-        if kind == 'f' && m.nlink() > 1 {
-            let g = groups.entry((m.dev(), m.ino())).or_insert(rel.clone());
-            if rel < *g {
-                *g = rel.clone();
-            }
-            multi.push((rel.clone(), (m.dev(), m.ino())));
-        }
-        out.insert(
-            rel,
-            Info {
-                kind,
-                mode: m.mode() & 0o7777,
-                uid: m.uid(),
-                gid: m.gid(),
-                size: if kind == 'd' { 0 } else { m.size() },
-                content,
-                target: (kind == 'l')
-                    .then(|| std::fs::read_link(&p).unwrap().display().to_string()),
-                link_group: None,
-                xattrs: xattrs(&p),
-            },
-        );
-    }
-    for (rel, key) in multi {
-        out.get_mut(&rel).unwrap().link_group = groups.get(&key).cloned();
-    }
-    out
-}
-
-fn differences(ours: &BTreeMap<String, Info>, theirs: &BTreeMap<String, Info>) -> Vec<String> {
-    let mut d = vec![];
-    for (k, a) in ours {
-        match theirs.get(k) {
-            None => d.push(format!("only in oci-unpack: {k}")),
-            Some(b) if a != b => {
-                d.push(format!("{k}:\n    oci-unpack {a:?}\n    umoci      {b:?}"))
-            }
-            _ => {}
-        }
-    }
-    d.extend(
-        theirs
-            .keys()
-            .filter(|k| !ours.contains_key(*k))
-            .map(|k| format!("only in umoci: {k}")),
-    );
-    d
 }
 
 /// `oci-fetch` the fixture into the context's cache, then `oci-unpack` it (through `wrap`,
@@ -206,10 +97,9 @@ fn fixtures_match_umoci_as_root() {
         let ours = snapshot(Path::new(rec["rootfs"].as_str().unwrap()));
         let theirs = snapshot(&umoci_tree(&ctx, fx));
         // The root directory itself is umoci's bundle rootfs (its metadata is umoci's choice).
-        let (mut o, mut t) = (ours.clone(), theirs);
-        o.remove("/");
-        t.remove("/");
-        let d = differences(&o, &t);
+        let d = differences(&ours, &theirs, ("oci-unpack", "umoci"), |p, e| {
+            (p != "/").then(|| unpack_view(e))
+        });
         assert!(
             d.is_empty(),
             "{fx}: oci-unpack and umoci differ:\n  {}",
@@ -226,7 +116,9 @@ fn fixtures_match_umoci_as_root() {
         &["--bundle", ctx.dir().join("zstd.ours").to_str().unwrap()],
     );
     let z = snapshot(Path::new(rec["rootfs"].as_str().unwrap()));
-    let d = differences(&z, busybox.as_ref().unwrap());
+    let d = differences(&z, busybox.as_ref().unwrap(), ("zstd", "gzip"), |_, e| {
+        Some(unpack_view(e))
+    });
     assert!(
         d.is_empty(),
         "zstd layer differs from its gzip twin:\n  {}",

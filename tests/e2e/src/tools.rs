@@ -1,0 +1,28 @@
+//! Finding the host programs the tests need. A missing tool fails the test and names what
+//! installs it: a test never skips silently.
+
+use std::path::{Path, PathBuf};
+
+/// Where host tools are looked for: the system directories, never the `PATH` that `cargo test`
+/// happens to run with.
+const SYSTEM_DIRS: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// The first `DIR/name` that is a file, trying `dirs` in order.
+pub fn find_in<'a>(dirs: impl IntoIterator<Item = &'a str>, name: &str) -> Option<PathBuf> {
+    dirs.into_iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// The host's `name` (e.g. `setpriv`, `crun`, `python3`); panics when it is not installed.
+pub fn require_tool(name: &str) -> PathBuf {
+    find_in(SYSTEM_DIRS, name)
+        .unwrap_or_else(|| panic!("{name} is not installed: run scripts/setup (it installs it)"))
+}
