@@ -42,6 +42,7 @@
 //! ([`matrix`], [`Ctx::for_test`]); a name given to [`Ctx::new`] must be unique in the suite.
 
 mod cmd;
+mod digest;
 mod expect;
 pub mod faultproxy;
 mod leftovers;
@@ -53,6 +54,7 @@ pub mod tools;
 pub mod tree;
 
 pub use cmd::{Cmd, Output};
+pub use digest::{sha256_bytes, sha256_file};
 pub use expect::{
     TreeExpectation, check_tree_host, layered_errors, layered_expected, layered_in_container_errors,
 };

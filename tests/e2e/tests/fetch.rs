@@ -44,27 +44,6 @@ fn fetch(ctx: &Ctx, cache: &Path, args: &[&str]) -> Output {
         .run()
 }
 
-fn sha256_file(p: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(p)
-        .output()
-        .expect("sha256sum");
-    assert!(out.status.success(), "sha256sum {}", p.display());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-fn sha256_bytes(b: &[u8]) -> String {
-    let t = std::env::temp_dir().join(format!("sioci-sha-{}", std::process::id()));
-    std::fs::write(&t, b).unwrap();
-    let h = sha256_file(&t);
-    std::fs::remove_file(&t).unwrap();
-    h
-}
-
 /// Every blob in the cache layout is what its name says; no temporary or partial file remains.
 fn assert_cache_verified(cache: &Path) {
     let root = cache.join("cache/oci-launcher");

@@ -6,8 +6,9 @@
 //! test crate.
 #![allow(dead_code)]
 
+use e2e::{sha256_bytes, sha256_file};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -269,34 +270,6 @@ pub fn spawn_logged(cmd: &mut Command, out: &Path, err: &Path) -> Child {
 
 pub fn sh(script: &str) -> Output {
     Command::new("sh").arg("-c").arg(script).output().unwrap()
-}
-
-// ------------------------------------------------------------------------------------------------
-// Hashes
-
-pub fn sha256_file(p: &Path) -> String {
-    let out = Command::new("sha256sum").arg(p).output().unwrap();
-    assert!(out.status.success(), "sha256sum {}", p.display());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-pub fn sha256_bytes(b: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 // ------------------------------------------------------------------------------------------------
