@@ -1,0 +1,192 @@
+"""Warm exec (root and the test user) against bare crun/runc and podman; native SIF exec."""
+
+import json
+import os
+import shlex
+import shutil
+
+from ..build import stage_problem
+from ..config import FRONT, SETTLE, WARMUP
+from ..fixtures import blob_path, build_big_sif, crun_prefix, layout_manifest, make_bundle, runc_prefix
+from ..proc import CLEANUP, NotRunnable, base_env, check, log, must, podman_cgroups, remove_empty_cgroups, timed, user_ids
+from ..report import Goal, Row, Series
+
+
+class ExecMeasures:
+    def warm_exec(self, user=None):
+        name = "warm-exec-user" if user else "warm-exec"
+        who = f"as {user}" if user else "as root"
+        n = self.n(False)
+        rootless = user is not None
+        d = self.sub(name, owner=user)
+        if user:
+            _, _, home = user_ids(user)
+        else:
+            home = "/root"
+        tmp = self.sub(name, "tmp", owner=user, mode=0o700)
+        cache = self.sub(name, "cache", owner=user, mode=0o700)
+        state = self.sub(name, "state", owner=user, mode=0o700)
+        env = base_env(home, SINGULARITY_CACHEDIR=cache, TMPDIR=tmp, SINGULARITY_OCI_STATE_ROOT=state, SINGULARITY_OCI_RUNTIME="crun")
+        image = f"oci:{self.busybox}:latest"
+        ours = Series("singularity-oci exec")
+        ours_runc = Series("singularity-oci exec (runc)")
+        crun, runc = Series("crun run"), Series("runc run")
+        podman = Series("podman run --rm")
+        bundle = make_bundle(os.path.join(d, "bundle"), rootless, self.rootfs)
+        crun_root = self.sub(name, "crun-root", owner=user, mode=0o700)
+        runc_root = self.sub(name, "runc-root", owner=user, mode=0o700)
+        CLEANUP.push(self.delete_all, crun_prefix(rootless), crun_root, user)
+        CLEANUP.push(self.delete_all, runc_prefix(rootless), runc_root, user)
+
+        def ours_cmd():
+            return [FRONT, "exec", image, "true"]
+
+        env_runc = dict(env, SINGULARITY_OCI_RUNTIME="runc")
+        prob = stage_problem("oci-fetch", "oci-unpack", "oci-mkspec", "oci-userns-starter", "oci-runtime-shim")
+        for s, e in ((ours, env), (ours_runc, env_runc)):
+            if prob:
+                s.fail(prob)
+                continue
+            # Warm the cache (untimed); a failure here says which stage is not there yet.
+            r = timed(ours_cmd(), env=e, cwd=d, user=user)
+            if r.rc != 0:
+                s.fail(r.last_err())
+        podman_cmd = None if rootless else self.podman_setup(podman)
+        def crun_cmd():
+            return crun_prefix(rootless) + ["--root", crun_root, "run", "-b", bundle, self.uid("c")]
+
+        log(f"{name}: {n} runs each, interleaved, {SETTLE * 1000:.0f} ms idle before each, after {WARMUP} warm-up round(s)")
+        jobs = [
+            lambda _i: self.sample(ours, ours_cmd(), env=env, cwd=d, user=user),
+            lambda _i: self.sample(ours_runc, ours_cmd(), env=env_runc, cwd=d, user=user),
+            lambda _i: self.sample(crun, crun_cmd(), env=base_env(home), cwd=d, user=user),
+            lambda _i: self.sample(runc, runc_prefix(rootless) + ["--root", runc_root, "run", "-b", bundle, self.uid("r")], env=base_env(home), cwd=d, user=user),
+        ]
+        if podman_cmd:
+            jobs.append(lambda _i: self.sample(podman, podman_cmd, env=self.podman_env, cwd=d))
+        self.interleave(n, jobs, WARMUP, settle=SETTLE)
+        # The same two commands back to back, for comparison (see SETTLE).
+        ours_b2b, crun_b2b = Series("singularity-oci exec"), Series("crun run")
+        for s, e in ((ours_b2b, ours), (crun_b2b, crun)):
+            if e.error is not None:
+                s.fail(e.error)
+        log(f"{name}: {n} runs each, back to back")
+        self.interleave(n, [
+            lambda _i: self.sample(ours_b2b, ours_cmd(), env=env, cwd=d, user=user),
+            lambda _i: self.sample(crun_b2b, crun_cmd(), env=base_env(home), cwd=d, user=user),
+        ], WARMUP)
+        goals = [Goal("ratio", 2.0, "crun run", "<= 2.0x bare crun")]
+        anchors = [crun, runc]
+        if not rootless:
+            goals.append(Goal("faster", 5.0, "podman run --rm", ">= 5x faster than podman"))
+            anchors.append(podman)
+        self.rows.append(Row(f"warm exec `true` ({who}, crun)", ours, anchors, goals))
+        self.rows.append(
+            Row(f"warm exec `true` ({who}, runc)", ours_runc, [runc], [], note="informational")
+        )
+        self.rows.append(
+            Row(f"warm exec `true` ({who}, crun), back to back", ours_b2b, [crun_b2b], [],
+                note="informational: no idle time between runs")
+        )
+
+    def sif_cold_big(self):
+        """Cold exec of the big image's tree as a SIF (where unpacking, not the container start,
+        is what costs) against unsquashfs -d of the same partition."""
+        sif = build_big_sif(self.work, self.big)
+        probe = self.sub("sif", "probe-big", mode=0o700)
+        rec = json.loads(self.fetch_record(probe, sif, "oci-fetch of the big SIF"))
+        offset, size = rec["sif"]["objects"][0]["offset"], rec["sif"]["objects"][0]["size"]
+        d = self.sub("sif", "big")
+        cold, unsq = Series("singularity-oci exec big.sif (cold)"), Series("unsquashfs -d")
+
+        def run_cold(i):
+            c = self.sub("sif", f"big-cache-{i}", mode=0o700)
+            self.sample(cold, [FRONT, "exec", sif, "true"], env=base_env(SINGULARITY_CACHEDIR=c, SINGULARITY_OCI_RUNTIME="crun"), cwd=d)
+
+        def run_unsquashfs(i):
+            self.sample(unsq, ["unsquashfs", "-quiet", "-no-progress", "-o", str(offset), "-d", os.path.join(d, f"unsq-{i}"), sif])
+
+        n = self.n(True)
+        log(f"sif: cold, big image, {n} runs each, interleaved")
+        self.interleave(n, [run_cold, run_unsquashfs])
+        self.rows.append(Row(f"cold exec of a native SIF (big image, {size / 1e6:.0f} MB gzip squashfs)", cold, [unsq],
+                             [Goal("ratio", 1.0, "unsquashfs -d", "<= 1.0x unsquashfs -d")]))
+
+    def podman_setup(self, series):
+        """podman with private storage and a containers.conf of its own: cgroupfs (no systemd
+        here), events to a file, no network, and ulimits below the host's hard limits (podman's
+        defaults exceed them and every container fails)."""
+        if not shutil.which("podman"):
+            series.fail("podman not installed")
+            return None
+        pd = os.path.join(self.work, "podman")
+        os.makedirs(pd, exist_ok=True)
+        # podman leaves empty libpod_parent cgroups behind: remove the ones
+        # it creates here.
+        fresh = [c for c in podman_cgroups() if not os.path.exists(c)]
+        CLEANUP.push(remove_empty_cgroups, fresh)
+        conf = os.path.join(pd, "containers.conf")
+        with open(conf, "w") as f:
+            f.write(
+                '[engine]\ncgroup_manager="cgroupfs"\nevents_logger="file"\n'
+                f'events_logfile_path="{pd}/events.log"\nruntime="runc"\n'
+                '[containers]\ndefault_ulimits=["nofile=20000:20000","nproc=4096:4096"]\nnetns="none"\n'
+            )
+        self.podman_env = base_env(CONTAINERS_CONF=conf)
+        p = ["podman", "--root", f"{pd}/storage", "--runroot", f"{pd}/run", "--tmpdir", f"{pd}/tmp"]
+        r = timed(p + ["pull", "-q", f"oci:{self.busybox}:latest"], env=self.podman_env, capture=True)
+        if r.rc != 0:
+            series.fail(f"podman pull: {r.last_err()}")
+            return None
+        image = r.stdout.decode().strip().splitlines()[-1]
+        cmd = p + ["run", "--rm", "--pull=never", image, "true"]
+        if timed(cmd, env=self.podman_env).rc != 0:
+            series.fail(f"podman run: {timed(cmd, env=self.podman_env).last_err()}")
+            return None
+        return cmd
+
+    def sif(self):
+        """Cold exec of a SIF against unsquashfs of its partition; warm exec of the SIF against
+        warm exec of the same tree from its OCI layout."""
+        for tool in ("sqfstar", "siftool", "unsquashfs"):
+            if shutil.which(tool) is None:
+                raise NotRunnable(f"{tool} missing (scripts/setup installs squashfs-tools and siftool)")
+        manifest, _ = layout_manifest(self.busybox)
+        layer = blob_path(self.busybox, manifest["layers"][0]["digest"])
+        d = self.sub("sif")
+        part, sif = os.path.join(d, "busybox.sqfs"), os.path.join(d, "busybox.sif")
+        must(["sh", "-c", f"gzip -dc {shlex.quote(layer)} | sqfstar -quiet -no-progress -comp gzip {shlex.quote(part)}"])
+        must(["siftool", "new", sif])
+        must(["siftool", "add", "--datatype", "4", "--parttype", "2", "--partfs", "1",
+              "--partarch", {"aarch64": "4"}.get(os.uname().machine, "2"), "--groupid", "1", sif, part])
+        probe = self.sub("sif", "probe-cache", mode=0o700)
+        offset = json.loads(self.fetch_record(probe, sif, "oci-fetch of the SIF"))["sif"]["objects"][0]["offset"]
+        n = self.n(True)
+        cold, unsq = Series("singularity-oci exec X.sif (cold)"), Series("unsquashfs -d")
+
+        def run_cold(i):
+            c = self.sub("sif", f"cache-{i}", mode=0o700)
+            self.sample(cold, [FRONT, "exec", sif, "true"], env=base_env(SINGULARITY_CACHEDIR=c, SINGULARITY_OCI_RUNTIME="crun"), cwd=d)
+
+        def run_unsquashfs(i):
+            self.sample(unsq, ["unsquashfs", "-quiet", "-no-progress", "-o", str(offset), "-d", os.path.join(d, f"unsq-{i}"), sif])
+
+        log(f"sif: cold, {n} runs each, interleaved")
+        self.interleave(n, [run_cold, run_unsquashfs])
+        # 1 MB of squashfs unpacks faster than any container starts: informational.
+        self.rows.append(Row("cold exec of a native SIF (busybox)", cold, [unsq], [],
+                             note="informational: the container start alone outlasts unsquashfs of 1 MB"))
+        self.sif_cold_big()
+        warm, oci = Series("singularity-oci exec X.sif"), Series("singularity-oci exec oci:")
+        c = self.sub("sif", "warm-cache", mode=0o700)
+        env = base_env(SINGULARITY_CACHEDIR=c, SINGULARITY_OCI_RUNTIME="crun")
+        image = f"oci:{self.busybox}:latest"
+        for cmd in ([FRONT, "exec", sif, "true"], [FRONT, "exec", image, "true"]):
+            check(cmd, "warm-up", env=env, cwd=d)
+        n = self.n(False)
+        log(f"sif: warm, {n} runs each, interleaved, {SETTLE * 1000:.0f} ms idle before each")
+        self.interleave(n, [
+            lambda _i: self.sample(warm, [FRONT, "exec", sif, "true"], env=env, cwd=d),
+            lambda _i: self.sample(oci, [FRONT, "exec", image, "true"], env=env, cwd=d),
+        ], WARMUP, settle=SETTLE)
+        self.rows.append(Row("warm exec of a native SIF (busybox)", warm, [oci], [Goal("ratio", 1.3, "singularity-oci exec oci:", "<= 1.3x the OCI layout")]))

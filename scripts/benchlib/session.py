@@ -1,0 +1,117 @@
+"""One bench run: its options, its scratch directory, the rows measured so far, and how
+commands are sampled (interleaved rounds, warm-up rounds, idle time)."""
+
+import os
+import subprocess
+import tempfile
+import time
+
+from .config import BIN
+from .fixtures import build_big, build_bundle_rootfs, build_busybox
+from .proc import CLEANUP, base_env, bench_alive, check, fresh_dir, log, remove_tree, timed
+from .report import Series
+
+
+class Session:
+    def __init__(self, opts):
+        self.opts = opts
+        self.work = opts.workdir
+        os.makedirs(self.work, exist_ok=True)
+        os.chmod(self.work, 0o755)
+        self.remove_leftovers()
+        self.scratch = tempfile.mkdtemp(prefix=f"run.{os.getpid()}.", dir=self.work)
+        os.chmod(self.scratch, 0o755)
+        CLEANUP.push(self.remove_scratch)
+        self.rows = []
+        self.counter = 0
+        self.warming = False
+        self.unpack_rss = Series("peak RSS oci-unpack", unit="rss")
+        self.fetch_rss = Series("peak RSS oci-fetch", unit="rss")
+        self.busybox = None
+        self.warm_cache = None
+        self.slurm_conf = None
+        self.big = None
+        self.rootfs = None
+
+    def remove_scratch(self):
+        log(f"removing {self.scratch} (slow: the disk mounts with discard)")
+        remove_tree(self.scratch)
+        # Let the discards finish now rather than slow down whatever runs next.
+        subprocess.run(["sync"])
+
+    def remove_leftovers(self):
+        """Scratch trees of an earlier run that was killed before it could clean up. Deleting
+        them slows the disk down for a while (discard), so give it a moment afterwards."""
+        old = [e for e in os.listdir(self.work) if e.startswith("run.") and not bench_alive(e)]
+        if not old:
+            return
+        log(f"removing {len(old)} leftover scratch dir(s) of an earlier run, then letting the disk settle")
+        for e in old:
+            remove_tree(os.path.join(self.work, e))
+        subprocess.run(["sync"])
+        time.sleep(5)
+
+    def n(self, heavy):
+        if self.opts.runs:
+            return self.opts.runs
+        if self.opts.quick:
+            return 3 if heavy else 10
+        return 5 if heavy else 30
+
+    def uid(self, prefix):
+        self.counter += 1
+        return f"{prefix}-{os.getpid()}-{self.counter}"
+
+    def sub(self, *parts, owner=None, mode=0o755):
+        return fresh_dir(os.path.join(self.scratch, *parts), owner=owner, mode=mode)
+
+    def fixtures(self):
+        self.busybox = build_busybox(self.work)
+        self.rootfs = build_bundle_rootfs(self.work, self.busybox)
+        if self.wants("cold-unpack", "warm-unpack", "pull", "rss", "concurrent", "sif"):
+            self.big = build_big(self.work, self.busybox)
+
+    def wants(self, *names):
+        return any(n in self.opts.only for n in names)
+
+    def interleave(self, n, jobs, warmup=0, settle=0.0):
+        """Run each job once per round, N rounds after WARMUP untimed ones; the order rotates
+        every round so no command always runs straight after the same other one. SETTLE seconds
+        of idle time go before each job."""
+        for i in range(warmup + n):
+            self.warming = i < warmup
+            k = i % len(jobs)
+            for job in jobs[k:] + jobs[:k]:
+                if settle:
+                    time.sleep(settle)
+                job(i)
+        self.warming = False
+
+    def sample(self, series, cmd, **kw):
+        """Time CMD once into SERIES (not while warming up); the Result, or None on failure."""
+        if series.error is not None:
+            return None
+        r = timed(cmd, **kw)
+        if r.rc != 0:
+            series.fail(r.last_err())
+            return None
+        if not self.warming:
+            series.samples.append(r.seconds)
+        return r
+
+    def delete_all(self, prefix, root, user):
+        """Remove any container left in a runtime state root (after an interrupt)."""
+        if not os.path.isdir(root):
+            return
+        r = timed(prefix + ["--root", root, "list", "-q"], user=user, capture=True, env=base_env())
+        for cid in r.stdout.decode().split():
+            timed(prefix + ["--root", root, "delete", "-f", cid], user=user, env=base_env())
+
+    def fetch_record(self, cachedir, image, what):
+        r = check(
+            [os.path.join(BIN, "oci-fetch"), image],
+            what,
+            env=base_env(SINGULARITY_CACHEDIR=cachedir),
+            capture=True,
+        )
+        return r.stdout
