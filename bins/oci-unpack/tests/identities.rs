@@ -106,18 +106,15 @@ fn unprivileged_user_flattens_like_umoci_rootless() {
     );
     // The tree can be removed by its owner despite 0555/0700 directories.
     assert!(
-        std::process::Command::new("setpriv")
-            .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-                "--"
-            ])
-            .args(["sh", "-c", "chmod -R u+rwX \"$0\" && rm -rf \"$0\""])
-            .arg(&root)
-            .status()
-            .unwrap()
-            .success()
+        e2e::setpriv::command_via(
+            &e2e::setpriv::setpriv_words(uid, uid, e2e::setpriv::Groups::Clear),
+            "sh"
+        )
+        .args(["-c", "chmod -R u+rwX \"$0\" && rm -rf \"$0\""])
+        .arg(&root)
+        .status()
+        .unwrap()
+        .success()
     );
 }
 

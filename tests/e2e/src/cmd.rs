@@ -1,12 +1,11 @@
 //! Running one command as a context's user, with an explicit environment and a time limit.
 
-use crate::tools::{find_in, require_tool};
+use crate::tools::find_in;
 use crate::{Ctx, DEFAULT_TIMEOUT};
-use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A command being prepared: `ctx.cmd("prog").args(&[..]).env("K", "V").stdin("..").run()`.
@@ -174,57 +173,6 @@ impl<'a> Cmd<'a> {
             stderr: err_thread.join().expect("stderr reader"),
             elapsed: started.elapsed(),
         }
-    }
-}
-
-impl Ctx {
-    /// `setpriv --reuid=U --regid=G --init-groups --`: the words that run the rest of a command
-    /// line as this context's user with that user's own groups (no PAM, no login shell), for
-    /// root too; e.g. inside a shell script (`exec WORDS "$@"`).
-    pub fn setpriv_words(&self) -> Vec<String> {
-        self.setpriv_with("--init-groups".into())
-    }
-
-    /// [`Ctx::setpriv_words`] with exactly `groups` as supplementary groups.
-    pub fn setpriv_words_in_groups(&self, groups: &[u32]) -> Vec<String> {
-        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
-        self.setpriv_with(format!("--groups={}", list.join(",")))
-    }
-
-    fn setpriv_with(&self, groups: String) -> Vec<String> {
-        vec![
-            require_tool("setpriv").display().to_string(),
-            format!("--reuid={}", self.uid()),
-            format!("--regid={}", self.gid()),
-            groups,
-            "--".into(),
-        ]
-    }
-
-    /// A `std::process::Command` running `program` as this context's user (directly as root,
-    /// through [`Ctx::setpriv_words`] otherwise), with exactly [`Ctx::base_env`], in
-    /// [`Ctx::dir`]: for what [`Cmd`] does not do (background processes, terminals).
-    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        match self.user() {
-            None => self.prepared(Command::new(program)),
-            Some(_) => self.via(self.setpriv_words(), program),
-        }
-    }
-
-    /// [`Ctx::command`] through setpriv with exactly `groups` as supplementary groups.
-    pub fn command_in_groups(&self, groups: &[u32], program: impl AsRef<OsStr>) -> Command {
-        self.via(self.setpriv_words_in_groups(groups), program)
-    }
-
-    fn via(&self, words: Vec<String>, program: impl AsRef<OsStr>) -> Command {
-        let mut c = Command::new(&words[0]);
-        c.args(&words[1..]).arg(program);
-        self.prepared(c)
-    }
-
-    fn prepared(&self, mut c: Command) -> Command {
-        c.env_clear().envs(self.base_env()).current_dir(self.dir());
-        c
     }
 }
 

@@ -38,7 +38,7 @@
 //! `cargo test`): as root directly, or as the test user through `setpriv` ([`Ctx::command`]
 //! for a `std::process::Command` the same way, e.g. for a background process).
 //!
-//! The per-test directory is named `<test binary>-<test fn>.<profile>.<runtime>`
+//! The per-test directory is named `<module>-<test fn>.<profile>.<runtime>`
 //! ([`matrix`], [`Ctx::for_test`]); a name given to [`Ctx::new`] must be unique in the suite.
 
 mod cmd;
@@ -46,10 +46,12 @@ mod digest;
 mod expect;
 pub mod faultproxy;
 mod leftovers;
+mod procs;
 pub mod pty;
 pub mod pyserver;
 pub mod registry;
 mod schema;
+pub mod setpriv;
 pub mod tools;
 pub mod tree;
 
@@ -58,6 +60,7 @@ pub use digest::{sha256_bytes, sha256_file};
 pub use expect::{
     TreeExpectation, check_tree_host, layered_errors, layered_expected, layered_in_container_errors,
 };
+pub use procs::processes_mentioning;
 pub use schema::{
     assert_record_valid, image_schema_errors, record_schema_errors, runtime_config_errors,
     schema_errors, validate_image_json, validate_runtime_config,
@@ -149,7 +152,8 @@ pub fn matrix_with(profiles: &[Profile]) -> Vec<Ctx> {
         .collect()
 }
 
-/// `<test binary>-<test function path>`, from libtest's thread name, for directory names.
+/// The test's path with `-` for `::` (`<module>-<test function>`), from libtest's thread
+/// name, for directory names; a test at the root of its binary is `<test binary>-<function>`.
 pub fn current_test_name() -> String {
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("main");
@@ -157,6 +161,9 @@ pub fn current_test_name() -> String {
         test != "main",
         "cannot tell the test's name from the thread: use Ctx::new(profile, rt, name)"
     );
+    if test.contains("::") {
+        return test.replace("::", "-");
+    }
     let exe = std::env::current_exe().ok();
     let bin = exe
         .as_ref()

@@ -28,6 +28,8 @@ pub struct Entry {
     /// For a regular file with several links: the smallest path of its hard-link group.
     pub link_group: Option<String>,
     pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// A device node's device number (0 for anything else).
+    pub rdev: u64,
 }
 
 /// Path (`/` for the root, `/bin/sh` below it) to entry.
@@ -82,6 +84,7 @@ pub fn snapshot(root: &Path) -> Tree {
                 mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
                 link_group: None,
                 xattrs: xattrs(&p),
+                rdev: m.rdev(),
             },
         );
     }

@@ -66,10 +66,8 @@ exit 0
 /// What is still there of this context's containers: processes, bundles, state (under
 /// `state_root`).
 fn remains(ctx: &Ctx, tag: &str, state_root: &std::path::Path) -> Vec<String> {
-    let mut v = support::processes_mentioning(tag);
-    v.extend(support::processes_mentioning(
-        &ctx.tmpdir().display().to_string(),
-    ));
+    let mut v = processes_mentioning(tag);
+    v.extend(processes_mentioning(&ctx.tmpdir().display().to_string()));
     let state_root = state_root.to_path_buf();
     for e in std::fs::read_dir(ctx.tmpdir())
         .into_iter()

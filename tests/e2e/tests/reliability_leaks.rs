@@ -10,7 +10,7 @@
 #[path = "reliability_support.rs"]
 mod support;
 
-use e2e::{Ctx, Profile, Rt, oci_ref};
+use e2e::{Ctx, Profile, Rt, oci_ref, processes_mentioning};
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -184,7 +184,7 @@ fn soak(profile: Profile) {
     let mut leaks = Vec::new();
     for ctx in &ctxs {
         let needle = ctx.dir().to_string_lossy().into_owned();
-        let procs = settle(Duration::from_secs(10), || processes_matching(&needle));
+        let procs = settle(Duration::from_secs(10), || processes_mentioning(&needle));
         leaks.extend(procs.iter().map(|p| format!("[{}] process: {p}", ctx.name)));
         let mounts = mounts_matching(&needle);
         leaks.extend(mounts.iter().map(|m| format!("[{}] mount: {m}", ctx.name)));
@@ -202,7 +202,7 @@ fn soak(profile: Profile) {
         }
     }
     // Container processes do not mention the test's directory: find them by their argument.
-    let sleepers = processes_matching(&format!("sleep {}", sleep_arg(profile)));
+    let sleepers = processes_mentioning(&format!("sleep {}", sleep_arg(profile)));
     leaks.extend(sleepers.iter().map(|p| format!("container process: {p}")));
     record_result(
         &format!("leaks-{}", profile.name()),

@@ -10,7 +10,7 @@
 #[path = "reliability_support.rs"]
 mod support;
 
-use e2e::{Ctx, Profile, matrix, matrix_with, oci_ref, require_tool};
+use e2e::{Ctx, Profile, matrix, matrix_with, oci_ref, processes_mentioning, require_tool};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -64,7 +64,7 @@ fn fatal_message(line: &str) -> &str {
 /// No process mentions the test's directory (bundles, state, conmon, starters, containers).
 fn assert_no_strays(ctx: &Ctx, what: &str) {
     let needle = ctx.dir().to_string_lossy().into_owned();
-    let left = settle(Duration::from_secs(5), || processes_matching(&needle));
+    let left = settle(Duration::from_secs(5), || processes_mentioning(&needle));
     assert!(
         left.is_empty(),
         "[{}] {what}: stray processes: {left:?}",

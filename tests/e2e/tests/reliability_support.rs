@@ -538,7 +538,7 @@ pub fn regular_files(root: &Path) -> Vec<(String, u64)> {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Leaks: mounts and processes
+// Leaks: mounts (processes: e2e::processes_mentioning)
 
 /// Mount points (field 5 of /proc/self/mountinfo) that contain `needle`.
 pub fn mounts_matching(needle: &str) -> Vec<String> {
@@ -548,39 +548,6 @@ pub fn mounts_matching(needle: &str) -> Vec<String> {
         .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
         .filter(|m| m.contains(needle))
         .collect()
-}
-
-/// Live processes (not zombies) whose command line contains `needle`, excluding ourselves.
-pub fn processes_matching(needle: &str) -> Vec<String> {
-    let me = std::process::id().to_string();
-    let mut v = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) || name == me {
-            continue;
-        }
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .chars()
-            .next();
-        if state == Some('Z') || state == Some('X') {
-            continue;
-        }
-        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains(needle) {
-            v.push(format!("{name}: {cmd}"));
-        }
-    }
-    v
 }
 
 /// Poll `f` until it returns an empty list or `limit` passes; return the last list.

@@ -6,7 +6,7 @@
 #[path = "runtime_support.rs"]
 mod support;
 
-use e2e::{Ctx, Profile, matrix, matrix_with};
+use e2e::{Ctx, Profile, matrix, matrix_with, processes_mentioning};
 use std::time::Duration;
 use support::*;
 

@@ -97,34 +97,6 @@ pub fn state_dir(ctx: &Ctx, id: &str) -> PathBuf {
     ctx.state_root().join("containers").join(id)
 }
 
-/// Processes whose command line mentions `needle` (zombies excluded), besides ourselves.
-pub fn processes_mentioning(needle: &str) -> Vec<String> {
-    let me = std::process::id().to_string();
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) || name == me {
-            continue;
-        }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        if stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-        {
-            continue;
-        }
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(needle) {
-            v.push(format!("{name}: {cmdline}"));
-        }
-    }
-    v
-}
-
 /// A container id unique to this test process (root's state root is shared by every test).
 pub fn unique_id(base: &str) -> String {
     format!("{base}-{}", std::process::id())

@@ -1,14 +1,14 @@
 //! Shared helpers of the oci-unpack integration tests: building OCI layouts from raw layers,
-//! running the binary (as root or as a test user), and snapshotting trees for comparison.
+//! running the binary (as root or as a test user), and comparing trees (`e2e::tree`).
 #![allow(dead_code)]
 
 pub mod tarw;
 
 use common::digest::Digest;
+use e2e::setpriv::{Groups, command_via, setpriv_words};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -196,16 +196,7 @@ pub fn run(who: &As, cache: &Path, args: &[&str]) -> Output {
     let mut argv: Vec<String> = vec![];
     let setpriv = |argv: &mut Vec<String>, u: &str| {
         let id = uid_of(u);
-        argv.extend(
-            [
-                "setpriv",
-                &format!("--reuid={id}"),
-                &format!("--regid={id}"),
-                "--clear-groups",
-                "--",
-            ]
-            .map(String::from),
-        );
+        argv.extend(setpriv_words(id, id, Groups::Clear));
     };
     match who {
         As::Root => {}
@@ -259,142 +250,31 @@ pub fn ok_record(o: &Output) -> serde_json::Value {
     serde_json::from_str(&s).unwrap()
 }
 
-/// Everything comparable about one entry of a tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Info {
-    pub kind: char,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub size: u64,
-    pub content: Option<String>,
-    pub target: Option<String>,
-    pub mtime: i64,
-    /// Smallest path sharing this inode, for regular files with more than one link.
-    pub link_group: Option<String>,
-    pub xattrs: BTreeMap<String, Vec<u8>>,
-    pub rdev: u64,
+// Not every test binary that includes this module compares trees.
+#[allow(unused_imports)]
+pub use e2e::tree::{Entry, Tree, snapshot};
+
+/// An entry's modification time in whole seconds (what tar headers carry).
+pub fn mtime(e: &Entry) -> i64 {
+    e.mtime_ns.div_euclid(1_000_000_000) as i64
 }
 
-pub fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut buf = vec![0u8; 65536];
-    let Ok(n) = rustix::fs::llistxattr(p, &mut buf) else {
-        return out;
-    };
-    for name in buf[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let mut v = vec![0u8; 65536];
-        if let Ok(m) = rustix::fs::lgetxattr(p, name, &mut v) {
-            out.insert(String::from_utf8_lossy(name).into_owned(), v[..m].to_vec());
-        }
-    }
-    out
-}
-
-/// Walk a tree (never following symlinks) into path -> Info. The root is "/".
-pub fn snapshot(root: &Path) -> BTreeMap<String, Info> {
-    let mut out = BTreeMap::new();
-    let mut inodes: BTreeMap<(u64, u64), String> = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m = std::fs::symlink_metadata(&p).unwrap();
-        let rel = format!("/{}", p.strip_prefix(root).unwrap().display());
-        let rel = if rel == "/" {
-            rel
+/// Differences between two snapshots, one line each (empty when equal): every attribute but
+/// the link count, times to the second, and directories' times not at all with
+/// `ignore_dir_mtime`.
+pub fn diff(a: &Tree, b: &Tree, ignore_dir_mtime: bool) -> Vec<String> {
+    e2e::tree::differences(a, b, ("ours", "other"), |_, e| {
+        let seconds = if ignore_dir_mtime && e.kind == 'd' {
+            0
         } else {
-            rel.trim_end_matches('/').to_string()
+            mtime(e)
         };
-        let ft = m.file_type();
-        use std::os::unix::fs::FileTypeExt;
-        let kind = if ft.is_dir() {
-            'd'
-        } else if ft.is_symlink() {
-            'l'
-        } else if ft.is_file() {
-            'f'
-        } else if ft.is_fifo() {
-            'p'
-        } else if ft.is_char_device() {
-            'c'
-        } else if ft.is_block_device() {
-            'b'
-        } else {
-            '?'
-        };
-        if kind == 'd' {
-            for e in std::fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-        }
-        let content = (kind == 'f').then(|| {
-            let bytes = std::fs::read(&p).unwrap();
-            Digest::of_bytes(&bytes).hex()[..16].to_string()
-        });
-        let target = (kind == 'l').then(|| std::fs::read_link(&p).unwrap().display().to_string());
-        let link_group = (kind == 'f' && m.nlink() > 1).then(|| {
-            let e = inodes.entry((m.dev(), m.ino())).or_insert(rel.clone());
-            if rel < *e {
-                *e = rel.clone();
-            }
-            e.clone()
-        });
-        out.insert(
-            rel,
-            Info {
-                kind,
-                mode: m.mode() & 0o7777,
-                uid: m.uid(),
-                gid: m.gid(),
-                size: if kind == 'd' { 0 } else { m.size() },
-                content,
-                target,
-                mtime: m.mtime(),
-                link_group,
-                xattrs: xattrs(&p),
-                rdev: m.rdev(),
-            },
-        );
-    }
-    // Second pass: group names settle only after every member was seen.
-    let groups: BTreeMap<(u64, u64), String> = inodes;
-    for (rel, info) in out.iter_mut() {
-        if info.link_group.is_some() {
-            let m = std::fs::symlink_metadata(root.join(rel.trim_start_matches('/'))).unwrap();
-            info.link_group = groups.get(&(m.dev(), m.ino())).cloned();
-        }
-    }
-    out
-}
-
-/// Differences between two snapshots, one line each (empty when equal).
-pub fn diff(
-    a: &BTreeMap<String, Info>,
-    b: &BTreeMap<String, Info>,
-    ignore_dir_mtime: bool,
-) -> Vec<String> {
-    let mut d = vec![];
-    for (k, va) in a {
-        match b.get(k) {
-            None => d.push(format!("only in ours: {k} {va:?}")),
-            Some(vb) => {
-                let mut va = va.clone();
-                let mut vb = vb.clone();
-                if ignore_dir_mtime && va.kind == 'd' {
-                    va.mtime = 0;
-                    vb.mtime = 0;
-                }
-                if va != vb {
-                    d.push(format!("differs: {k}\n  ours:  {va:?}\n  other: {vb:?}"));
-                }
-            }
-        }
-    }
-    for k in b.keys() {
-        if !a.contains_key(k) {
-            d.push(format!("only in other: {k} {:?}", b[k]));
-        }
-    }
-    d
+        Some(Entry {
+            nlink: 0,
+            mtime_ns: seconds as i128 * 1_000_000_000,
+            ..e.clone()
+        })
+    })
 }
 
 /// The rootfs path of a successful run.
@@ -413,18 +293,8 @@ pub fn umoci_unpack(layout: &Path, bundle: &Path, rootless_user: Option<&str>) -
         }
         Some(u) => {
             let id = uid_of(u);
-            let mut c = Command::new("setpriv");
-            c.args([
-                &format!("--reuid={id}"),
-                &format!("--regid={id}"),
-                "--clear-groups",
-                "--",
-                "umoci",
-                "unpack",
-                "--rootless",
-                "--image",
-                &img,
-            ]);
+            let mut c = command_via(&setpriv_words(id, id, Groups::Clear), "umoci");
+            c.args(["unpack", "--rootless", "--image", &img]);
             c.env("HOME", "/tmp");
             c
         }
