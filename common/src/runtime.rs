@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 /// Directories searched after `$PATH`: the sbin directories a user's PATH often lacks.
-const FALLBACK_DIRS: [&str; 6] = [
+pub const FALLBACK_DIRS: [&str; 6] = [
     "/usr/local/sbin",
     "/usr/local/bin",
     "/usr/sbin",

@@ -28,6 +28,15 @@ def blob_path(layout, digest):
     return os.path.join(layout, "blobs", algo, hexd)
 
 
+def build_dir_for(out):
+    """OUT.tmp, empty, to build OUT in and rename into place (removed at the end when an
+    interrupted build leaves it)."""
+    tmp = out + ".tmp"
+    remove_tree(tmp)
+    CLEANUP.push(remove_tree, tmp)
+    return tmp
+
+
 def build_busybox(work):
     out = os.path.join(work, "img", "busybox")
     index = os.path.join(out, "index.json")
@@ -37,9 +46,7 @@ def build_busybox(work):
             return out
         remove_tree(out)
     log("fixture: busybox image (scripts/mkimages --demo)")
-    tmp = out + ".tmp"
-    remove_tree(tmp)
-    CLEANUP.push(remove_tree, tmp)
+    tmp = build_dir_for(out)
     must([MKIMAGES, "--demo", tmp])
     os.rename(tmp, out)
     return out
@@ -89,10 +96,8 @@ def build_big(work, busybox):
     if os.path.exists(stamp) and open(stamp).read() == want:
         return out
     log("fixture: big multi-layer image from /usr subtrees (scripts/mkimages --big, one-time, ~1 min)")
-    tmp = out + ".tmp"
-    remove_tree(tmp)
     remove_tree(out)
-    CLEANUP.push(remove_tree, tmp)  # only left when interrupted
+    tmp = build_dir_for(out)
     must([MKIMAGES, "--big", tmp])
     with open(os.path.join(tmp, ".bench-fixture"), "w") as f:
         f.write(want)
@@ -132,9 +137,7 @@ def build_bundle_rootfs(work, busybox):
         return rootfs
     remove_tree(rootfs)
     log("fixture: bare-runtime rootfs (busybox)")
-    tmp = rootfs + ".tmp"
-    remove_tree(tmp)
-    CLEANUP.push(remove_tree, tmp)
+    tmp = build_dir_for(rootfs)
     os.makedirs(tmp)
     manifest, _ = layout_manifest(busybox)
     for desc in manifest["layers"]:

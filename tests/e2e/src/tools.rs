@@ -3,17 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-/// Where host tools are looked for: the system directories, never the `PATH` that `cargo test`
-/// happens to run with.
-const SYSTEM_DIRS: [&str; 6] = [
-    "/usr/local/sbin",
-    "/usr/local/bin",
-    "/usr/sbin",
-    "/usr/bin",
-    "/sbin",
-    "/bin",
-];
-
 /// The first `DIR/name` that is a file, trying `dirs` in order.
 pub fn find_in<'a>(dirs: impl IntoIterator<Item = &'a str>, name: &str) -> Option<PathBuf> {
     dirs.into_iter()
@@ -23,6 +12,7 @@ pub fn find_in<'a>(dirs: impl IntoIterator<Item = &'a str>, name: &str) -> Optio
 
 /// The host's `name` (e.g. `setpriv`, `crun`, `python3`); panics when it is not installed.
 pub fn require_tool(name: &str) -> PathBuf {
-    find_in(SYSTEM_DIRS, name)
+    // The system directories, never the `PATH` that `cargo test` happens to run with.
+    find_in(common::runtime::FALLBACK_DIRS, name)
         .unwrap_or_else(|| panic!("{name} is not installed: run scripts/setup (it installs it)"))
 }
