@@ -5,7 +5,8 @@ usage: fuzz/mkseeds.py            (rewrites fuzz/corpus; deterministic output)
 
 The unpack_layer seeds are two tar layers in one input (the target splits it in half), many of
 them hostile: `..` and absolute names, symlinks and hardlinks aimed outside, writes through a
-symlink, whiteouts naming `..`, deep and long names, devices and FIFOs.
+symlink, whiteouts naming `..`, deep and long names, devices and FIFOs. The squashfs_image
+seeds are small mksquashfs images (every compressor the reader knows, plain and hostile trees).
 """
 
 import io
@@ -148,6 +149,42 @@ def main():
               "tester:-1:65536\n", "tester:4294967295:2\n", "tester:100000:0\n", "tester:x:y\n", "tester::\n"]
     for i, s in enumerate(subids):
         write("subid_file", f"subid{i:02}", s.encode())
+
+    squashfs_seeds()
+
+
+def squashfs_seeds():
+    """Small squashfs images from mksquashfs pseudo-file definitions, one per compressor, with
+    4 KiB blocks so files span blocks and fragments; the hostile ones aim symlinks out of the
+    tree and give a directory a file and a device. Skipped (and said so) without mksquashfs."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if shutil.which("mksquashfs") is None:
+        print("mkseeds: mksquashfs missing: squashfs_image seeds not rewritten")
+        return
+    trees = {
+        "plain": ["d d 755 0 0", "d/f f 644 0 0 echo hello", "d/big f 644 1 2 head -c 9000 /dev/zero",
+                  "s s 777 0 0 d/f", "p i 600 0 0 f", "h L d/f"],
+        "hostile": ["esc s 777 0 0 " + ESC, "up s 777 0 0 ../../..", "dev c 666 0 0 1 3",
+                    "blk b 660 0 6 8 0", "d d 700 0 0", "d/x f 4755 0 0 echo x"],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = os.path.join(tmp, "empty")
+        os.mkdir(empty)
+        comps = [("gzip",), ("lzma",), ("xz",), ("xz", "-Xbcj", "x86"), ("lz4",), ("zstd",)]
+        for comp in comps:
+            for name, pseudo in trees.items():
+                out = os.path.join(tmp, "img")
+                args = ["mksquashfs", empty, out, "-noappend", "-quiet", "-no-progress", "-comp", *comp,
+                        "-b", "4096", "-mkfs-time", "0", "-all-time", "1767225600", "-processors", "1"]
+                for p in pseudo:
+                    args += ["-p", p]
+                subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+                with open(out, "rb") as fh:
+                    write("squashfs_image", "-".join((name, comp[0], *comp[2:])), fh.read())
+                os.unlink(out)
 
 
 if __name__ == "__main__":
