@@ -9,7 +9,11 @@
 //! symlinks, devices and the pseudo-file hostile trees (fuzz/mkseeds.py).
 #![no_main]
 
+#[path = "../support/escape.rs"]
+mod escape;
+
 use common::record::SifObject;
+use escape::{escape_marks, remove_tree};
 use libfuzzer_sys::fuzz_target;
 use oci_unpack::apply::Applier;
 use oci_unpack::ownership::Ownership;
@@ -38,17 +42,6 @@ fn scratch() -> &'static Scratch {
             dir,
         }
     })
-}
-
-fn remove_tree(p: &std::path::Path) {
-    if fs::remove_dir_all(p).is_err() {
-        let _ = std::process::Command::new("chmod")
-            .arg("-R")
-            .arg("u+rwx")
-            .arg(p)
-            .status();
-        fs::remove_dir_all(p).expect("cannot clean the scratch rootfs");
-    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -84,13 +77,6 @@ fuzz_target!(|data: &[u8]| {
         SENTINEL,
         "ESCAPE: the sentinel beside the rootfs was changed"
     );
-    let marks: Vec<String> = fs::read_dir("/tmp")
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("sioci-fuzz-escape"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let marks = escape_marks();
     assert!(marks.is_empty(), "ESCAPE: created outside the rootfs: /tmp/{marks:?}");
 });

@@ -7,6 +7,10 @@
 //! Any of these is an escape and aborts the run (libFuzzer saves the input as a crash).
 #![no_main]
 
+#[path = "../support/escape.rs"]
+mod escape;
+
+use escape::{escape_marks, remove_tree};
 use libfuzzer_sys::fuzz_target;
 use oci_unpack::apply::Applier;
 use oci_unpack::ownership::Ownership;
@@ -68,30 +72,6 @@ fn scratch() -> &'static Scratch {
             snapshot: snap,
         }
     })
-}
-
-fn escape_marks() -> Vec<String> {
-    fs::read_dir("/tmp")
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("sioci-fuzz-escape"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn remove_tree(p: &Path) {
-    // Layers may leave directories without write or search permission; as root that does not
-    // matter, as a user make everything writable first (never following symlinks).
-    if fs::remove_dir_all(p).is_err() {
-        let _ = std::process::Command::new("chmod")
-            .arg("-R")
-            .arg("u+rwx")
-            .arg(p)
-            .status();
-        fs::remove_dir_all(p).expect("cannot clean the scratch rootfs");
-    }
 }
 
 fuzz_target!(|data: &[u8]| {
