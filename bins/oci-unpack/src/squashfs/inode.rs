@@ -53,7 +53,7 @@ impl Inode {
 /// The inode table position an inode reference (`block << 16 | offset`) names.
 pub fn inode_pos(img: &Image, reference: u64) -> MetaPos {
     MetaPos {
-        block: img.sb.inode_table + (reference >> 16),
+        block: img.sb.inode_table.saturating_add(reference >> 16),
         offset: (reference & 0xffff) as usize,
     }
 }
@@ -85,7 +85,7 @@ pub fn read_inode(img: &mut Image, mut at: MetaPos) -> Result<Inode> {
             let _parent = img.meta_u32(p)?;
             Kind::Dir {
                 listing: MetaPos {
-                    block: dir_table + start as u64,
+                    block: dir_table.saturating_add(start as u64),
                     offset,
                 },
                 size,
@@ -101,7 +101,7 @@ pub fn read_inode(img: &mut Image, mut at: MetaPos) -> Result<Inode> {
             xattr = img.meta_u32(p)?;
             Kind::Dir {
                 listing: MetaPos {
-                    block: dir_table + start as u64,
+                    block: dir_table.saturating_add(start as u64),
                     offset,
                 },
                 size,
@@ -285,7 +285,7 @@ pub fn read_xattrs(img: &mut Image, index: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)
         bail!("squashfs xattr set {index} claims {count} attributes");
     }
     let mut at = MetaPos {
-        block: kv_start + (reference >> 16),
+        block: kv_start.saturating_add(reference >> 16),
         offset: (reference & 0xffff) as usize,
     };
     let mut out = Vec::new();
@@ -310,7 +310,7 @@ pub fn read_xattrs(img: &mut Image, index: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)
             }
             let r = img.meta_u64(&mut at)?;
             let mut v_at = MetaPos {
-                block: kv_start + (r >> 16),
+                block: kv_start.saturating_add(r >> 16),
                 offset: (r & 0xffff) as usize,
             };
             let len = img.meta_u32(&mut v_at)? as usize;

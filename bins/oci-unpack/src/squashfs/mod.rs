@@ -1,8 +1,8 @@
 //! A squashfs (version 4.0) reader: just what extraction needs, read with `pread` from a region
 //! of a file (a SIF partition or a whole `.sqfs`).
 //!
-//! Nothing here trusts the image. Every position is checked against the region before it is
-//! read, metadata blocks are at most 8 KiB once decompressed and data blocks at most the block
+//! Nothing here trusts the image. Positions built from its fields saturate instead of wrapping,
+//! and every position is checked against the region before it is read, metadata blocks are at most 8 KiB once decompressed and data blocks at most the block
 //! size, tables are read only as far as their entry counts say, and a block that decompresses to
 //! more than it may is refused. Memory stays bounded: metadata blocks are cached up to a fixed
 //! budget, data is streamed a block at a time.
@@ -337,5 +337,30 @@ impl Image {
 
     pub fn xattrs(&self) -> Option<&inode::XattrTable> {
         self.xattrs.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Image, totar::Walk};
+    use std::io::Write;
+
+    /// Inputs the fuzzer found (fuzz/corpus/squashfs_image/regress-*): each must be refused with
+    /// an error, never a panic (tests build with overflow checks).
+    #[test]
+    fn fuzzer_findings_are_refused() {
+        let cases: [&[u8]; 1] = [include_bytes!(
+            "../../../../fuzz/corpus/squashfs_image/regress-dir-start-overflow"
+        )];
+        for data in cases {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(data).unwrap();
+            let r = Image::open(f, 0, data.len() as u64).and_then(|mut img| {
+                Walk::new(&mut img, std::io::sink(), 1 << 20)
+                    .run()
+                    .map(drop)
+            });
+            assert!(r.is_err());
+        }
     }
 }

@@ -326,7 +326,7 @@ impl<'a, W: Write> Walk<'a, W> {
             };
             self.block = block;
             r?;
-            pos += stored;
+            pos = pos.saturating_add(stored);
             left -= want;
         }
         if has_tail && left > 0 {
