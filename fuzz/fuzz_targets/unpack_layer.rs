@@ -10,7 +10,7 @@
 #[path = "../support/escape.rs"]
 mod escape;
 
-use escape::{escape_marks, remove_tree};
+use escape::{assert_only_entries, escape_marks, remove_tree};
 use libfuzzer_sys::fuzz_target;
 use oci_unpack::apply::Applier;
 use oci_unpack::ownership::Ownership;
@@ -95,17 +95,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = a.finish();
     }
-    let mut names: Vec<String> = fs::read_dir(&s.dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(
-        names,
-        ["root", "sentinel"],
-        "ESCAPE: an entry appeared beside the rootfs"
-    );
+    assert_only_entries(&s.dir, &["root", "sentinel"]);
     assert!(
         snapshot(&s.sentinel) == s.snapshot,
         "ESCAPE: the sentinel directory beside the rootfs was changed"

@@ -28,3 +28,17 @@ pub fn remove_tree(p: &Path) {
         fs::remove_dir_all(p).expect("cannot clean the scratch rootfs");
     }
 }
+
+/// Abort (an ESCAPE, saved as a crash) unless `dir` holds exactly the entries `expected`.
+pub fn assert_only_entries(dir: &Path, expected: &[&str]) {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names, expected,
+        "ESCAPE: an entry appeared beside the rootfs"
+    );
+}
