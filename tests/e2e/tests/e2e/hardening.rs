@@ -1,8 +1,7 @@
 //! Hardening of what every run touches: the program lookup on PATH, the descriptors a long-lived
 //! monitor inherits, and the supplementary groups of the container process.
 
-#[path = "conmon_support.rs"]
-mod conmon_support;
+use crate::conmon_support;
 
 use e2e::*;
 use std::os::unix::fs::{PermissionsExt, chown};

@@ -1,5 +1,4 @@
-//! Shared helpers of the conmon and attach end-to-end tests (included with `#[path]`; as a test
-//! target of its own it holds no tests).
+//! Shared helpers of the conmon, attach and hardening end-to-end tests.
 #![allow(dead_code)]
 
 use e2e::{Ctx, Output, assert_record_valid};

@@ -1,5 +1,5 @@
-//! Shared helpers of the oci-userns-starter and oci-runtime-shim tests (`runtime*.rs` and
-//! `starter*.rs` include this file as a module). Compiled on its own it is an empty test crate.
+//! Shared helpers of the oci-userns-starter and oci-runtime-shim tests (the `runtime`,
+//! `starter`, `oci_exec` and `launcher_death` modules).
 #![allow(dead_code)]
 
 use e2e::{Ctx, Output, Profile, oci_ref};

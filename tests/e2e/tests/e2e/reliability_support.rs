@@ -1,9 +1,8 @@
-//! Shared helpers of the reliability tests (`reliability_*.rs` include this file as a module).
+//! Shared helpers of the reliability tests (the `reliability_*` modules, and `launcher_death`).
 //!
 //! Kept apart from the e2e harness on purpose: these are the fault-injection pieces only the
 //! reliability suite needs (a seeded RNG, a generated large image, cache invariant checks and
-//! result records; the fault proxy is `e2e::faultproxy`). Compiled on its own it is an empty
-//! test crate.
+//! result records; the fault proxy is `e2e::faultproxy`).
 #![allow(dead_code)]
 
 use e2e::{sha256_bytes, sha256_file};

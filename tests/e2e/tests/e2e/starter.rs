@@ -1,8 +1,7 @@
 //! oci-userns-starter: the outer namespaces, the overlay, and the chain-loading contract (no
 //! resident parent: exit status and signals belong to PROG).
 
-#[path = "runtime_support.rs"]
-mod support;
+use crate::runtime_support as support;
 
 use e2e::{Ctx, Profile, Rt};
 use support::*;

@@ -7,8 +7,7 @@
 //! /etc/subuid is a bind mount inside a private mount namespace (`unshare -m`) that only the
 //! command under test sees. The real files are never edited.
 
-#[path = "reliability_support.rs"]
-mod support;
+use crate::reliability_support as support;
 
 use e2e::{Ctx, Profile, matrix, matrix_with, oci_ref, processes_mentioning, require_tool};
 use std::path::{Path, PathBuf};

@@ -3,8 +3,7 @@
 //! through as SingularityCE does (128+N for signal N), signal forwarding,
 //! the bundle lock, bad input, and 100 mixed runs that must leave nothing behind.
 
-#[path = "runtime_support.rs"]
-mod support;
+use crate::runtime_support as support;
 
 use e2e::{Ctx, Profile, matrix, matrix_with, processes_mentioning};
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! directory and environment, with crun as with runc (crun's plain `exec` flags start from uid 0
 //! in `/` with an empty environment).
 
-#[path = "runtime_support.rs"]
-mod support;
+use crate::runtime_support as support;
 
 use e2e::{Profile, matrix_with};
 use std::time::Duration;

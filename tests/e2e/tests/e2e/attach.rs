@@ -2,8 +2,7 @@
 //! `run` sequences of SingularityCE's `singularity oci` suite (`e2e/oci/oci.go`), detach and
 //! re-attach, resizes, exit statuses.
 
-#[path = "conmon_support.rs"]
-mod support;
+use crate::conmon_support as support;
 
 use e2e::matrix;
 use e2e::pty::Pty;

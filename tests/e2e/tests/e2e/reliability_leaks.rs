@@ -7,8 +7,7 @@
 //! The mix is drawn from a seeded RNG (`SIOCI_SEED=N` replays it); `SIOCI_SOAK_LAUNCHES`
 //! changes the number of launches per profile (default 100).
 
-#[path = "reliability_support.rs"]
-mod support;
+use crate::reliability_support as support;
 
 use e2e::{Ctx, Profile, Rt, oci_ref, processes_mentioning};
 use std::collections::BTreeMap;

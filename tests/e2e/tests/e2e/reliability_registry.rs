@@ -7,8 +7,7 @@
 //! 255 within a bounded time. In every case the cache holds only verified blobs afterwards and a
 //! successful fetch leaves nothing in `CACHE/tmp`.
 
-#[path = "reliability_support.rs"]
-mod support;
+use crate::reliability_support as support;
 
 use e2e::faultproxy::FaultProxy;
 use serde_json::{Value, json};

@@ -1,7 +1,6 @@
 //! oci-conmon-create end to end: real conmon, crun and runc, as root and unprivileged.
 
-#[path = "conmon_support.rs"]
-mod support;
+use crate::conmon_support as support;
 
 use e2e::matrix;
 use std::time::Duration;

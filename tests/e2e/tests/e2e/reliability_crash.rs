@@ -10,8 +10,7 @@
 //! Kill points are drawn from a seeded RNG; the seed is printed, and `SIOCI_SEED=N` replays a run.
 //! `SIOCI_CRASH_TRIALS` changes the number of trials (default 20, the minimum).
 
-#[path = "reliability_support.rs"]
-mod support;
+use crate::reliability_support as support;
 
 use e2e::faultproxy::FaultProxy;
 use std::path::Path;

@@ -4,10 +4,8 @@
 //!
 //! `SIOCI_SEED=N` replays the random delays (the seed is printed).
 
-#[path = "reliability_support.rs"]
-mod reliability;
-#[path = "runtime_support.rs"]
-mod support;
+use crate::reliability_support as reliability;
+use crate::runtime_support as support;
 
 use e2e::*;
 use std::os::unix::fs::PermissionsExt;
