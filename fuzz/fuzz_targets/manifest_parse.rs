@@ -29,6 +29,9 @@ fuzz_target!(|data: &[u8]| {
                 for d in &m {
                     let _ = d.digest();
                     let _ = d.to_record();
+                    if let Some(p) = &d.platform {
+                        let _ = p.to_record();
+                    }
                 }
             }
             media::Doc::Manifest { config, layers } => {
@@ -41,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // The same bytes as an image config, and as each record kind.
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        let _ = media::record_platform(None, &v);
+        let _ = common::record::Platform::of_config(&v);
     }
     let _ = common::record::parse_record::<common::record::ImageRecord>(body, "fuzz");
     let _ = common::record::parse_record::<common::record::RootfsRecord>(body, "fuzz");

@@ -4,7 +4,6 @@
 #![no_main]
 
 use oci_fetch::registry::auth;
-use oci_fetch::reference;
 
 use libfuzzer_sys::fuzz_target;
 
