@@ -55,6 +55,9 @@ Options:
   -h, --help                    this text
   --version                     print the version
 
+Value options: --platform --arch --tls-verify --docker-host --jobs --tmpdir --authfile --creds --cert-dir --save-archive --save-oci-sif
+Flag options: --offline --disable-cache --no-https --quiet -q --force --inspect-json
+
 See oci-fetch(1).
 ",
 };
@@ -81,6 +84,32 @@ pub struct Opts {
     pub inspect_json: bool,
 }
 
+/// What the parser takes (the `--help` lines the front's routing is checked against).
+#[cfg(test)]
+const VALUE_OPTIONS: &[&str] = &[
+    "--platform",
+    "--arch",
+    "--tls-verify",
+    "--docker-host",
+    "--jobs",
+    "--tmpdir",
+    "--authfile",
+    "--creds",
+    "--cert-dir",
+    "--save-archive",
+    "--save-oci-sif",
+];
+#[cfg(test)]
+const FLAG_OPTIONS: &[&str] = &[
+    "--offline",
+    "--disable-cache",
+    "--no-https",
+    "--quiet",
+    "-q",
+    "--force",
+    "--inspect-json",
+];
+
 fn parse_bool(s: &str) -> Result<bool> {
     match s {
         "true" | "1" | "yes" => Ok(true),
@@ -96,6 +125,18 @@ fn flag(args: &mut pico_args::Arguments, name: &'static str) -> bool {
         seen = true;
     }
     seen
+}
+
+/// A path option, as `--opt PATH` (any bytes) or `--opt=PATH` (UTF-8: pico-args splits at
+/// `=` only in strings).
+fn path_value(args: &mut pico_args::Arguments, name: &'static str) -> Result<Option<PathBuf>> {
+    let two_words = args.opt_value_from_os_str(name, |s| {
+        Ok::<_, std::convert::Infallible>(PathBuf::from(s))
+    })?;
+    match two_words {
+        Some(p) => Ok(Some(p)),
+        None => Ok(args.opt_value_from_str(name)?),
+    }
 }
 
 fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
@@ -129,26 +170,16 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
         want_explicit,
         offline: flag(args, "--offline"),
         disable_cache: flag(args, "--disable-cache") || common::cache::disabled_by_env(),
-        tmpdir: args.opt_value_from_os_str("--tmpdir", |s| {
-            Ok::<_, std::convert::Infallible>(PathBuf::from(s))
-        })?,
-        authfile: args.opt_value_from_os_str("--authfile", |s| {
-            Ok::<_, std::convert::Infallible>(PathBuf::from(s))
-        })?,
+        tmpdir: path_value(args, "--tmpdir")?,
+        authfile: path_value(args, "--authfile")?,
         creds: args.opt_value_from_str("--creds")?,
-        cert_dir: args.opt_value_from_os_str("--cert-dir", |s| {
-            Ok::<_, std::convert::Infallible>(PathBuf::from(s))
-        })?,
+        cert_dir: path_value(args, "--cert-dir")?,
         tls_verify,
         no_https: flag(args, "--no-https"),
         jobs,
         quiet: flag(args, "--quiet") | flag(args, "-q"),
-        save_archive: args.opt_value_from_os_str("--save-archive", |s| {
-            Ok::<_, std::convert::Infallible>(PathBuf::from(s))
-        })?,
-        save_oci_sif: args.opt_value_from_os_str("--save-oci-sif", |s| {
-            Ok::<_, std::convert::Infallible>(PathBuf::from(s))
-        })?,
+        save_archive: path_value(args, "--save-archive")?,
+        save_oci_sif: path_value(args, "--save-oci-sif")?,
         force: flag(args, "--force"),
         inspect_json: flag(args, "--inspect-json"),
     })
@@ -309,4 +340,48 @@ fn main() {
         run(&reference, &opts)?;
         Ok(0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(prefix: &str) -> Vec<&'static str> {
+        TOOL.help
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no '{prefix}' line in --help"))
+            .split(' ')
+            .collect()
+    }
+
+    /// Every listed option is one the parser takes (it consumes the option and its value, in
+    /// both spellings for values), and the --help lines are the lists.
+    #[test]
+    fn help_lists_are_what_the_parser_takes() {
+        assert_eq!(listed("Value options: "), VALUE_OPTIONS);
+        assert_eq!(listed("Flag options: "), FLAG_OPTIONS);
+        let sample = |o: &str| match o {
+            "--platform" => "linux/amd64",
+            "--arch" => "amd64",
+            "--tls-verify" => "false",
+            "--jobs" => "2",
+            _ => "x",
+        };
+        for o in VALUE_OPTIONS {
+            for argv in [
+                vec![o.to_string(), sample(o).to_string()],
+                vec![format!("{o}={}", sample(o))],
+            ] {
+                let mut a = pico_args::Arguments::from_vec(argv.iter().map(Into::into).collect());
+                parse_opts(&mut a).unwrap_or_else(|e| panic!("{argv:?}: {e:#}"));
+                assert!(a.finish().is_empty(), "{argv:?} not taken");
+            }
+        }
+        for o in FLAG_OPTIONS {
+            let mut a = pico_args::Arguments::from_vec(vec![o.into()]);
+            parse_opts(&mut a).unwrap();
+            assert!(a.finish().is_empty(), "{o} not taken");
+        }
+    }
 }

@@ -34,8 +34,10 @@ const TOOL: Tool = Tool {
         "Rejected:   --fusemount --nvccli --proot --network X (not none) --network-args --netns-path\n",
         "            --security --config --shell --boot --passphrase\n",
         "            --pem-path --sif-fuse --overlay --writable --data --nv --rocm --device --cdi-dirs\n",
+        "Flag options: --terminal --no-terminal --no-home --cleanenv -e --contain -c --containall -C --uts --pid -p --ipc -i --no-pid --no-init --net -n --userns -u --keep-privs --no-privs --allow-setuid --writable-tmpfs --no-compat --compat --fakeroot -f --no-umask --no-setgroups --no-eval --tmp-sandbox --no-tmp-sandbox --disable-cache --no-nv --no-rocm --oom-kill-disable --nvccli --boot --passphrase --sif-fuse --writable -w --nv --rocm\n",
         "\n",
         "Value options: --bundle --input --action --runtime --bind -B --mount --home -H --scratch -S --workdir -W --no-mount --env --env-file --pwd --cwd --hostname --dns --network --add-caps --drop-caps --app --containlibs --tmpfs-size --apply-cgroups --cpus --cpu-shares --cpuset-cpus --cpuset-mems --memory --memory-reservation --memory-swap --pids-limit --blkio-weight --blkio-weight-device --fusemount --network-args --netns-path --security --config --shell -s --pem-path --proot --overlay -o --data --device --cdi-dirs\n",
+        "Flag options: --terminal --no-terminal --no-home --cleanenv -e --contain -c --containall -C --uts --pid -p --ipc -i --no-pid --no-init --net -n --userns -u --keep-privs --no-privs --allow-setuid --writable-tmpfs --no-compat --compat --fakeroot -f --no-umask --no-setgroups --no-eval --tmp-sandbox --no-tmp-sandbox --disable-cache --no-nv --no-rocm --oom-kill-disable --nvccli --boot --passphrase --sif-fuse --writable -w --nv --rocm\n",
         "\n",
         "Exit status: 0 success, 255 error (one FATAL line; nothing left in DIR).\n",
     ),
@@ -242,15 +244,23 @@ fn make_workdir_dirs(dirs: &[PathBuf]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    /// The front routes option values using the `Value options:` line of --help.
+    /// The front routes options by the `Value options:` and `Flag options:` lines of --help
+    /// (its lists are checked against them by the e2e tests): they must be what the parser asks.
     #[test]
-    fn help_lists_every_value_option() {
-        let line = super::TOOL
-            .help
-            .lines()
-            .find_map(|l| l.strip_prefix("Value options: "))
-            .unwrap();
-        let listed: Vec<&str> = line.split(' ').collect();
-        assert_eq!(listed, crate::options::VALUE_OPTIONS);
+    fn help_lists_every_option_the_parser_takes() {
+        let listed = |prefix: &str| -> Vec<&str> {
+            super::TOOL
+                .help
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("no '{prefix}' line in --help"))
+                .split(' ')
+                .collect()
+        };
+        let (values, flags) = oci_mkspec::options::option_names();
+        eprintln!("Value options: {}", values.join(" "));
+        eprintln!("Flag options: {}", flags.join(" "));
+        assert_eq!(listed("Value options: "), values);
+        assert_eq!(listed("Flag options: "), flags);
     }
 }

@@ -99,64 +99,6 @@ pub struct CgroupFlags {
     pub blkio_weight_device: Vec<String>,
 }
 
-/// Options that take a value, long and short spellings. The front reads this list from
-/// `--help` (the line starting `Value options:`) to know which words belong to an option.
-#[cfg_attr(not(test), allow(dead_code))]
-pub const VALUE_OPTIONS: &[&str] = &[
-    "--bundle",
-    "--input",
-    "--action",
-    "--runtime",
-    "--bind",
-    "-B",
-    "--mount",
-    "--home",
-    "-H",
-    "--scratch",
-    "-S",
-    "--workdir",
-    "-W",
-    "--no-mount",
-    "--env",
-    "--env-file",
-    "--pwd",
-    "--cwd",
-    "--hostname",
-    "--dns",
-    "--network",
-    "--add-caps",
-    "--drop-caps",
-    "--app",
-    "--containlibs",
-    "--tmpfs-size",
-    "--apply-cgroups",
-    "--cpus",
-    "--cpu-shares",
-    "--cpuset-cpus",
-    "--cpuset-mems",
-    "--memory",
-    "--memory-reservation",
-    "--memory-swap",
-    "--pids-limit",
-    "--blkio-weight",
-    "--blkio-weight-device",
-    // Rejected, but they take a value so that the error can name them.
-    "--fusemount",
-    "--network-args",
-    "--netns-path",
-    "--security",
-    "--config",
-    "--shell",
-    "-s",
-    "--pem-path",
-    "--proot",
-    "--overlay",
-    "-o",
-    "--data",
-    "--device",
-    "--cdi-dirs",
-];
-
 /// Where the environment equivalents are read from (a function so tests can inject them).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -172,9 +114,19 @@ fn parse_bool(name: &str, v: &str) -> Result<bool> {
 struct Parser<'a> {
     args: Arguments,
     env: EnvLookup<'a>,
+    /// Every option asked for, in order, and whether it takes a value: the one list of what
+    /// oci-mkspec accepts (`option_names`, the `--help` lines, the front's routing).
+    asked: Vec<(&'static str, bool)>,
 }
 
 impl Parser<'_> {
+    fn ask(&mut self, long: &'static str, short: Option<&'static str>, value: bool) {
+        self.asked.push((long, value));
+        if let Some(s) = short {
+            self.asked.push((s, value));
+        }
+    }
+
     fn env_value(&self, keys: &[&str]) -> Option<(String, String)> {
         keys.iter().find_map(|k| {
             let name = format!("SINGULARITY_{k}");
@@ -191,6 +143,7 @@ impl Parser<'_> {
         short: Option<&'static str>,
         env: &[&str],
     ) -> Result<bool> {
+        self.ask(long, short, false);
         let mut seen = false;
         loop {
             let hit = match short {
@@ -216,6 +169,7 @@ impl Parser<'_> {
         long: &'static str,
         short: Option<&'static str>,
     ) -> Result<Vec<String>> {
+        self.ask(long, short, true);
         let r: Result<Vec<String>, pico_args::Error> = match short {
             Some(s) => self.args.values_from_str([s, long]),
             None => self.args.values_from_str(long),
@@ -266,9 +220,39 @@ pub fn split_commas(values: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Every option oci-mkspec accepts (rejected ones included, so that the error names them):
+/// `(options that take a value, flags)`, long and short spellings, in the order parsed.
+pub fn option_names() -> (Vec<&'static str>, Vec<&'static str>) {
+    let mut p = Parser {
+        args: Arguments::from_vec(Vec::new()),
+        env: &|_| None,
+        asked: Vec::new(),
+    };
+    // With no arguments and no environment nothing fails: every option is asked for once.
+    parse_into(&mut p).expect("parsing no options");
+    let mut seen = std::collections::HashSet::new();
+    p.asked.retain(|(n, _)| seen.insert(*n));
+    let pick = |value: bool| {
+        p.asked
+            .iter()
+            .filter(|a| a.1 == value)
+            .map(|a| a.0)
+            .collect()
+    };
+    (pick(true), pick(false))
+}
+
 /// Parse the options (everything before `--`).
 pub fn parse(args: Arguments, env: EnvLookup) -> Result<(Options, Vec<String>)> {
-    let mut p = Parser { args, env };
+    let mut p = Parser {
+        args,
+        env,
+        asked: Vec::new(),
+    };
+    parse_into(&mut p)
+}
+
+fn parse_into(p: &mut Parser) -> Result<(Options, Vec<String>)> {
     let mut o = Options {
         bundle: p.value("--bundle", None, &[])?.map(PathBuf::from),
         input: p.value("--input", None, &[])?.map(PathBuf::from),
@@ -431,7 +415,7 @@ pub fn parse(args: Arguments, env: EnvLookup) -> Result<(Options, Vec<String>)> 
     o.unsupported = unsupported;
 
     let mut positionals = Vec::new();
-    for a in p.args.finish() {
+    for a in std::mem::replace(&mut p.args, Arguments::from_vec(Vec::new())).finish() {
         let s = a
             .into_string()
             .map_err(|a| anyhow::anyhow!("argument is not valid UTF-8: {a:?}"))?;

@@ -455,3 +455,154 @@ fn the_bundle_goes_with_the_run_and_the_cached_rootfs_stays_whole() {
         ctx.assert_no_leftovers();
     }
 }
+
+/// The words of `NAME='...'` in the installed front.
+fn front_list(script: &str, name: &str) -> Vec<String> {
+    let prefix = format!("{name}='");
+    let line = script
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("the front has no {name}"));
+    line.trim_end_matches('\'')
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// The words of a stage's `--help` line starting with `prefix`, minus the stage-only ones.
+fn help_list(ctx: &Ctx, stage: &str, prefix: &str, stage_only: &[&str]) -> Vec<String> {
+    let out = ctx.run(ctx.bin(stage), &["--help"]);
+    out.assert_code(0);
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("{stage} --help has no '{prefix}' line"))
+        .split_whitespace()
+        .filter(|w| !stage_only.contains(w))
+        .map(String::from)
+        .collect()
+}
+
+/// The front's routing lists are the stages' own (their --help lines, which each stage's unit
+/// test checks against its parser), minus the options only the front's chain gives a stage.
+#[test]
+fn the_fronts_option_lists_are_the_stages() {
+    let ctx = Ctx::for_test(Profile::Root, Rt::Crun);
+    let script = std::fs::read_to_string(prefix().join("bin/singularity-oci")).unwrap();
+    // The chain's own wiring (bundle, input, action), the image file options of pull/build
+    // (--save-archive, --save-oci-sif, --force), --tmpdir (--disable-cache's layout), --inspect-json, the
+    // front's own --creds and -q.
+    let fetch_only = [
+        "--tmpdir",
+        "--save-archive",
+        "--save-oci-sif",
+        "--force",
+        "--inspect-json",
+        "--creds",
+        "--quiet",
+        "-q",
+    ];
+    let mkspec_only = ["--bundle", "--input", "--action"];
+    for (var, stage, prefix, only) in [
+        (
+            "FETCH_VALUE_OPTIONS",
+            "oci-fetch",
+            "Value options: ",
+            &fetch_only[..],
+        ),
+        (
+            "FETCH_FLAG_OPTIONS",
+            "oci-fetch",
+            "Flag options: ",
+            &fetch_only[..],
+        ),
+        (
+            "MKSPEC_VALUE_OPTIONS",
+            "oci-mkspec",
+            "Value options: ",
+            &mkspec_only[..],
+        ),
+        (
+            "MKSPEC_FLAG_OPTIONS",
+            "oci-mkspec",
+            "Flag options: ",
+            &mkspec_only[..],
+        ),
+    ] {
+        let mut front = front_list(&script, var);
+        let mut stage_list = help_list(&ctx, stage, prefix, only);
+        front.sort();
+        stage_list.sort();
+        assert_eq!(
+            front, stage_list,
+            "the front's {var} differs from `{stage} --help`'s {prefix:?} line"
+        );
+    }
+}
+
+/// A mistyped option is named (not blamed on the image), and every option works as
+/// `--opt=value` as well as `--opt value`, flags as `--flag=true|false`.
+#[test]
+fn unknown_options_are_named_and_both_value_forms_work() {
+    for ctx in matrix() {
+        let img = oci_ref("busybox");
+        ctx.front(&["exec", "--bindd", "/tmp", &img, "true"])
+            .assert_fatal("unknown option '--bindd'");
+        ctx.front(&["exec", "--bindd=/tmp", &img, "true"])
+            .assert_fatal("unknown option '--bindd'");
+        ctx.front(&["exec", "--offline=maybe", &img, "true"])
+            .assert_fatal("--offline takes true or false");
+        ctx.front(&["pull", "--bogus", &img])
+            .assert_fatal("unknown option '--bogus'");
+        for args in [
+            &[
+                "--tls-verify",
+                "false",
+                "--jobs",
+                "2",
+                "--offline",
+                "--env",
+                "A=1",
+            ][..],
+            &[
+                "--tls-verify=false",
+                "--jobs=2",
+                "--offline=true",
+                "--env=A=1",
+            ][..],
+            &[
+                "--offline=false",
+                "--cleanenv=true",
+                "--no-init=false",
+                "--env=A=1",
+            ][..],
+        ] {
+            let mut argv = vec!["exec"];
+            argv.extend_from_slice(args);
+            argv.extend_from_slice(&[&img, "sh", "-c", "echo A=$A pid1=$(cat /proc/1/comm)"]);
+            let out = ctx.front(&argv);
+            out.assert_code(0);
+            assert!(
+                out.stdout.contains("A=1"),
+                "[{}] {args:?}: {}",
+                ctx.name,
+                out.stdout
+            );
+        }
+        // --no-init=true reaches oci-mkspec as --no-init: the command is PID 1.
+        ctx.front(&["exec", "--no-init=true", &img, "sh", "-c", "echo $$"])
+            .assert_code(0)
+            .assert_stdout_eq("1");
+        // fetch options of pull, both forms.
+        for args in [
+            &["--jobs", "2"][..],
+            &["--jobs=2", "--tls-verify=false"][..],
+        ] {
+            let mut argv = vec!["pull"];
+            argv.extend_from_slice(args);
+            argv.push(&img);
+            ctx.front(&argv).assert_code(0);
+        }
+        ctx.assert_no_leftovers();
+    }
+}
