@@ -294,6 +294,16 @@ impl FakeRuntime {
                     }
                 }
             },
+            "list" if opts.get("--format").map(String::as_str) == Some("json") => {
+                let v: Vec<serde_json::Value> = cs
+                    .iter()
+                    .map(|(id, c)| {
+                        serde_json::json!({"id": id, "pid": c.pid, "status": c.status.as_str(),
+                            "bundle": c.bundle, "created": "2026-01-01T00:00:00Z", "owner": "root"})
+                    })
+                    .collect();
+                ok(serde_json::to_string(&v).unwrap_or_default())
+            }
             "list" => {
                 let mut t = String::from("ID  PID  STATUS  BUNDLE\n");
                 for (id, c) in cs.iter() {

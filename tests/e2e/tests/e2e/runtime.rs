@@ -181,6 +181,16 @@ fn list_kill_signal_forms_and_delete_force() {
         shim(&ctx, &["start", lk]).assert_success();
         let l = shim(&ctx, &["list"]);
         l.assert_success().assert_stdout_contains(lk);
+        // OWNER is whoever created the container on the host (crun alone recorded root, its
+        // uid inside the user namespace).
+        let owner = ctx.user().unwrap_or("root");
+        let row = l.stdout.lines().find(|r| r.starts_with(lk)).unwrap();
+        assert!(
+            l.stdout.starts_with("ID ") && row.split_whitespace().last() == Some(owner),
+            "[{}] list:\n{}",
+            ctx.name,
+            l.stdout
+        );
         let log = state_dir(&ctx, lk).join("container.log");
         let hups = || {
             std::fs::read_to_string(&log)
