@@ -8,6 +8,7 @@
 pub mod bundleremoval;
 pub mod bundlesweep;
 pub mod cache;
+pub mod cachelist;
 pub mod cli;
 pub mod digest;
 pub mod fds;

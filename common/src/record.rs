@@ -26,11 +26,19 @@ pub enum Kind {
     Bundle,
     /// A created background container (`oci-conmon-create`).
     Container,
+    /// What the cache holds (`oci-fetch --list-cache`).
+    Cache,
 }
 
 impl Kind {
     /// Every kind, so a test can check each has its schema.
-    pub const ALL: [Kind; 4] = [Kind::Image, Kind::Rootfs, Kind::Bundle, Kind::Container];
+    pub const ALL: [Kind; 5] = [
+        Kind::Image,
+        Kind::Rootfs,
+        Kind::Bundle,
+        Kind::Container,
+        Kind::Cache,
+    ];
 
     /// The name as it appears in JSON.
     pub fn as_str(self) -> &'static str {
@@ -39,6 +47,7 @@ impl Kind {
             Kind::Rootfs => "rootfs",
             Kind::Bundle => "bundle",
             Kind::Container => "container",
+            Kind::Cache => "cache",
         }
     }
 }
@@ -224,6 +233,59 @@ pub struct ContainerRecord {
     /// `--pid-file`, when one was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
+}
+
+/// What a cache holds (`oci-fetch --list-cache`); `singularity-oci cache list` renders it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheRecord {
+    pub schema_version: u32,
+    /// Always [`Kind::Cache`].
+    pub kind: Kind,
+    /// The cache root.
+    pub cache: PathBuf,
+    /// The blobs of the layout: how many, and their disk usage in bytes.
+    pub blobs: CacheUsage,
+    /// Each remembered registry reference and the digest it resolved to, sorted by reference.
+    pub references: Vec<CacheReference>,
+    /// Each unpacked root filesystem, sorted by manifest digest then ownership.
+    pub rootfs: Vec<CacheRootfs>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct CacheUsage {
+    pub count: u64,
+    /// Disk usage (allocated blocks; a file with several links counted once).
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CacheReference {
+    pub reference: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CacheRootfs {
+    /// `sha256:<hex>` of the image manifest the tree was unpacked from.
+    pub manifest: String,
+    /// `keep` or `flatten`.
+    pub ownership: String,
+    /// Disk usage of the tree, as for blobs.
+    pub bytes: u64,
+}
+
+impl CacheRecord {
+    pub fn new(cache: PathBuf) -> Self {
+        CacheRecord {
+            schema_version: SCHEMA_VERSION,
+            kind: Kind::Cache,
+            cache,
+            blobs: CacheUsage::default(),
+            references: Vec::new(),
+            rootfs: Vec::new(),
+        }
+    }
 }
 
 /// A container's status, with the runtime-spec state names.
@@ -421,6 +483,7 @@ record_kind! {
     RootfsRecord => Kind::Rootfs,
     BundleRecord => Kind::Bundle,
     ContainerRecord => Kind::Container,
+    CacheRecord => Kind::Cache,
 }
 
 /// Largest record a stage accepts (records are small; this stops a stray binary on stdin).

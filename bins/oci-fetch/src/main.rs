@@ -51,12 +51,13 @@ Options:
   --force                       let --save-archive/--save-oci-sif replace an existing FILE
   --inspect-json                print SingularityCE's `inspect --json` document instead of
                                 the record
+  --list-cache                  print what the cache holds (a cache record) and fetch nothing
   -q, --quiet                   no progress bars
   -h, --help                    this text
   --version                     print the version
 
 Value options: --platform --arch --tls-verify --docker-host --jobs --tmpdir --authfile --creds --cert-dir --save-archive --save-oci-sif
-Flag options: --offline --disable-cache --no-https --quiet -q --force --inspect-json
+Flag options: --offline --disable-cache --no-https --quiet -q --force --inspect-json --list-cache
 
 See oci-fetch(1).
 ",
@@ -82,6 +83,8 @@ pub struct Opts {
     pub force: bool,
     /// `--inspect-json` (see inspect.rs).
     pub inspect_json: bool,
+    /// `--list-cache`: print the cache record instead (common::cachelist).
+    pub list_cache: bool,
 }
 
 /// What the parser takes (the `--help` lines the front's routing is checked against).
@@ -108,6 +111,7 @@ const FLAG_OPTIONS: &[&str] = &[
     "-q",
     "--force",
     "--inspect-json",
+    "--list-cache",
 ];
 
 fn parse_bool(s: &str) -> Result<bool> {
@@ -182,6 +186,7 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
         save_oci_sif: path_value(args, "--save-oci-sif")?,
         force: flag(args, "--force"),
         inspect_json: flag(args, "--inspect-json"),
+        list_cache: flag(args, "--list-cache"),
     })
 }
 
@@ -332,6 +337,14 @@ fn main() {
             bail!("unexpected '--': oci-fetch takes no command");
         }
         let (pos, _) = args.positionals()?;
+        if opts.list_cache {
+            if let Some(p) = pos.first() {
+                bail!("--list-cache takes no image reference (got '{p}')");
+            }
+            let root = common::cache::default_root()?;
+            common::record::print_record(&common::cachelist::list(&root)?)?;
+            return Ok(0);
+        }
         let reference = match pos.as_slice() {
             [r] => r.clone(),
             [] => bail!("missing image reference (see --help)"),

@@ -327,11 +327,49 @@ fn cache_list_and_clean() {
         .to_str()
         .unwrap()
         .to_string();
-    ctx.front_cmd(&["cache", "list"])
-        .env(env.0, env.1)
-        .run()
-        .assert_code(0)
-        .assert_stdout_contains(&key);
+    // The plumbing: one cache record.
+    let rec = assert_record(
+        "cache-record.schema.json",
+        &ctx.cmd(ctx.bin("oci-fetch"))
+            .arg("--list-cache")
+            .env(env.0, env.1)
+            .run(),
+    );
+    let manifest = format!("sha256:{}", key.rsplit_once('-').unwrap().0);
+    assert!(
+        rec["rootfs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["manifest"] == manifest.as_str()),
+        "{rec}"
+    );
+    // Its rendering: every heading on its own line, one item per line below it.
+    let list = ctx.front_cmd(&["cache", "list"]).env(env.0, env.1).run();
+    list.assert_code(0);
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("cache: {}/cache/oci-launcher", cache.display()),
+        "{}",
+        list.stdout
+    );
+    assert!(lines[1].starts_with("blobs: ") && lines[1].ends_with(|c: char| c.is_alphabetic()));
+    assert_eq!(lines[2], "references:", "{}", list.stdout);
+    let trees = lines
+        .iter()
+        .position(|l| l.starts_with("root filesystems"))
+        .unwrap_or_else(|| list.fail("no root filesystems heading"));
+    assert!(
+        lines[3..trees]
+            .iter()
+            .all(|l| l.starts_with("  ") && l.contains(" -> sha256:"))
+    );
+    let tree = lines[trees + 1..]
+        .iter()
+        .find(|l| l.contains(&key))
+        .unwrap_or_else(|| list.fail("the tree is not listed"));
+    assert_eq!(tree.split_whitespace().count(), 2, "{tree}");
     ctx.front_cmd(&["cache", "clean"])
         .env(env.0, env.1)
         .run()
