@@ -528,14 +528,16 @@ fn the_fronts_option_lists_are_the_stages() {
     let ctx = Ctx::for_test(Profile::Root, Rt::Crun);
     let script = std::fs::read_to_string(prefix().join("bin/singularity-oci")).unwrap();
     // The chain's own wiring (bundle, input, action), the image file options of pull/build
-    // (--save-archive, --save-oci-sif, --force), --tmpdir (--disable-cache's layout), --inspect-json, the
-    // front's own --creds and -q.
+    // (--save-archive, --save-oci-sif, --force), --tmpdir (--disable-cache's layout),
+    // --inspect-json and --list-cache (inspect and cache list use them), the front's own
+    // --creds and -q.
     let fetch_only = [
         "--tmpdir",
         "--save-archive",
         "--save-oci-sif",
         "--force",
         "--inspect-json",
+        "--list-cache",
         "--creds",
         "--quiet",
         "-q",
