@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod mountns;
 pub mod pax;
 pub mod process;
+pub mod progress;
 pub mod record;
 pub mod removal;
 pub mod rootdir;

@@ -7,7 +7,7 @@ pub mod inspect;
 pub mod layout;
 pub mod media;
 pub mod ocisif;
-pub mod progress;
+pub use common::progress;
 pub mod reference;
 pub mod registry;
 pub mod sandbox;

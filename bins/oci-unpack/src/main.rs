@@ -35,6 +35,9 @@ Options:
                         list-apps, all (comma-separated; labels when empty)
   --json                with --inspect: the JSON document (SingularityCE's inspect --json)
   --app NAME            with --inspect: the SCIF app NAME's metadata
+  -q, --quiet           no progress bars (also: SINGULARITY_QUIET set); without it a cold unpack
+                        draws one bar per layer (bytes of its compressed blob) and a total
+                        when stderr is a terminal
   -h, --help            show this help
   --version             show the version
 
@@ -51,6 +54,9 @@ fn main() {
         let inspect: Option<String> = args.opts.opt_value_from_str("--inspect")?;
         let app: Option<String> = args.opts.opt_value_from_str("--app")?;
         let json = args.opts.contains("--json");
+        while args.opts.contains(["-q", "--quiet"]) {
+            common::progress::set_quiet();
+        }
         let (pos, cmd) = args.positionals()?;
         if !pos.is_empty() || !cmd.is_empty() {
             bail!(

@@ -10,12 +10,14 @@ use crate::apply::{Applier, Stats};
 use crate::ownership::Ownership;
 use crate::squashfs::{Image, totar::Walk};
 use anyhow::{Context, Result, anyhow, bail};
+use common::progress::Progress;
 use common::record::{ImageRecord, SifObject, SifSource};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Layer media types read from SIF objects.
 pub const SQUASHFS_LAYER: &str = "application/vnd.sylabs.image.layer.v1.squashfs";
@@ -71,6 +73,14 @@ pub fn unpack_into(
     let overlay_whiteouts = record.transport == "oci-sif";
     let mut applier = Applier::new(root, ownership)?;
     let mut sockets = 0;
+    // Bar i is partition i: bytes of the squashfs read, and the total under them.
+    let progress = Arc::new(Progress::new(false).with_total());
+    for (i, obj) in src.objects.iter().enumerate() {
+        progress.start(
+            &format!("partition {}/{}", i + 1, src.objects.len()),
+            obj.size,
+        );
+    }
     for (i, (layer, obj)) in record.layers.iter().zip(&src.objects).enumerate() {
         if layer.media_type != SQUASHFS_LAYER {
             bail!(
@@ -86,8 +96,17 @@ pub fn unpack_into(
         {
             bail!("layer {} lies outside the SIF file", i + 1);
         }
-        sockets += apply_squashfs(&mut applier, &file, *obj, max_bytes, overlay_whiteouts)
-            .with_context(|| format!("layer {} ({})", i + 1, layer.digest))?;
+        let report = Some((progress.clone(), i));
+        sockets += apply_squashfs(
+            &mut applier,
+            &file,
+            *obj,
+            max_bytes,
+            overlay_whiteouts,
+            report,
+        )
+        .with_context(|| format!("layer {} ({})", i + 1, layer.digest))?;
+        progress.finish(i);
     }
     // The tree is only as good as the file was for the whole read.
     check_identity(&file, src)?;
@@ -109,6 +128,7 @@ pub fn apply_squashfs(
     obj: SifObject,
     max_bytes: u64,
     overlay_whiteouts: bool,
+    report: Option<(Arc<Progress>, usize)>,
 ) -> Result<u64> {
     let (reader, writer) = std::io::pipe().context("cannot create a pipe")?;
     // SAFETY: F_SETPIPE_SZ only resizes the pipe buffer; failure keeps the default size.
@@ -118,6 +138,9 @@ pub fn apply_squashfs(
         .name("squashfs-walk".into())
         .spawn(move || -> Result<u64> {
             let mut img = Image::open(file, obj.offset, obj.size)?;
+            if let Some((p, id)) = report {
+                img.report_to(p, id);
+            }
             let out = BufWriter::with_capacity(256 << 10, writer);
             let mut walk = Walk::new(&mut img, out, max_bytes);
             if overlay_whiteouts {

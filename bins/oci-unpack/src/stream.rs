@@ -13,10 +13,12 @@
 use anyhow::{Context, Result, anyhow, bail};
 use common::cache::blob_path_in;
 use common::digest::{Digest, HashingReader};
+use common::progress::{Counting, Progress};
 use common::record::ImageRecord;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 const CHUNK: usize = 256 << 10;
@@ -118,12 +120,13 @@ pub struct Feed {
 }
 
 /// Start streaming `layers`; `max_bytes` bounds the total uncompressed size (0 = unbounded).
-pub fn spawn(layers: Vec<LayerSpec>, max_bytes: u64) -> Feed {
+/// The compressed bytes read of layer `i` go to bar `i` of `progress`.
+pub fn spawn(layers: Vec<LayerSpec>, max_bytes: u64, progress: Arc<Progress>) -> Feed {
     let (tx, rx) = sync_channel(DEPTH);
     let (recycle, spare) = sync_channel::<Vec<u8>>(DEPTH + 2);
     let handle = std::thread::Builder::new()
         .name("layer-stream".into())
-        .spawn(move || produce(layers, max_bytes, tx, spare))
+        .spawn(move || produce(layers, max_bytes, tx, spare, &progress))
         .expect("cannot spawn the layer-stream thread");
     Feed {
         rx,
@@ -240,10 +243,19 @@ impl<R: Read> Read for Decoder<R> {
     }
 }
 
-fn produce(layers: Vec<LayerSpec>, max_bytes: u64, tx: SyncSender<Msg>, spare: Receiver<Vec<u8>>) {
+fn produce(
+    layers: Vec<LayerSpec>,
+    max_bytes: u64,
+    tx: SyncSender<Msg>,
+    spare: Receiver<Vec<u8>>,
+    progress: &Progress,
+) {
     let mut total = 0u64;
     for l in &layers {
-        let r = stream_layer(l, max_bytes, &mut total, &tx, &spare);
+        let r = stream_layer(l, max_bytes, &mut total, &tx, &spare, progress);
+        if r.is_ok() {
+            progress.finish(l.index);
+        }
         let failed = r.is_err();
         if tx.send(Msg::End(r)).is_err() || failed {
             return;
@@ -257,9 +269,11 @@ fn stream_layer(
     total: &mut u64,
     tx: &SyncSender<Msg>,
     spare: &Receiver<Vec<u8>>,
+    progress: &Progress,
 ) -> Result<()> {
     let file = File::open(&l.path)
         .with_context(|| format!("cannot open blob of {}: {}", l.describe(), l.path.display()))?;
+    let file = Counting::new(file, progress, l.index);
     // The blob hasher is borrowed by the decoder so that, once the decoder is done, the rest of
     // the blob (anything after the compressed stream) can still be drained into the digest.
     let mut blob = HashingReader::new(file);

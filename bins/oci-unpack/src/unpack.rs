@@ -4,8 +4,10 @@ use crate::apply::{Applier, Stats};
 use crate::ownership::Ownership;
 use crate::stream::{self, LayerSpec};
 use anyhow::{Context, Result};
+use common::progress::Progress;
 use common::record::ImageRecord;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Default bound on the total uncompressed size of an image's layers (`--max-size`).
 pub const DEFAULT_MAX_SIZE: u64 = 64 << 30;
@@ -41,7 +43,12 @@ pub fn apply_specs(
     max_bytes: u64,
 ) -> Result<Stats> {
     let mut applier = Applier::new(root, ownership)?;
-    let mut feed = stream::spawn(specs.clone(), max_bytes);
+    // Bar i is layer i: bytes of its compressed blob read, and the total under them.
+    let progress = Arc::new(Progress::new(false).with_total());
+    for s in &specs {
+        progress.start(&format!("layer {}/{}", s.index + 1, specs.len()), s.size);
+    }
+    let mut feed = stream::spawn(specs.clone(), max_bytes, progress);
     for spec in &specs {
         let mut layer = feed.layer();
         if let Err(e) = applier.apply_layer(&mut layer) {

@@ -66,6 +66,7 @@ pub fn unpack_cached_in_userns(record: &ImageRecord, max_bytes: u64) -> Result<O
         .arg("--")
         .arg(unpack)
         .args(["--ownership", "keep", "--max-size", &max_bytes.to_string()])
+        .args(common::progress::quiet().then_some("--quiet"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

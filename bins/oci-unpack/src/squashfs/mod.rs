@@ -98,6 +98,9 @@ pub struct Image {
     ids: Vec<u32>,
     fragments: Vec<u64>,
     xattrs: Option<inode::XattrTable>,
+    /// Bytes of the image read so far, reported to a progress bar when one is set.
+    read: std::cell::Cell<u64>,
+    progress: Option<(std::sync::Arc<common::progress::Progress>, usize)>,
 }
 
 /// A position in a metadata stream: the block's start (relative to the image) and an offset
@@ -135,6 +138,8 @@ impl Image {
             ids: Vec::new(),
             fragments: Vec::new(),
             xattrs: None,
+            read: std::cell::Cell::new(0),
+            progress: None,
         };
         img.ids = img.read_u32_table(img.sb.id_table, img.sb.id_count as u64, "id")?;
         img.fragments = img.lookup_table(
@@ -149,9 +154,19 @@ impl Image {
         Ok(img)
     }
 
+    /// Report the bytes read from now on to bar `id` of `progress` (as much as the image's
+    /// size at most: a metadata block read twice counts twice).
+    pub fn report_to(&mut self, progress: std::sync::Arc<common::progress::Progress>, id: usize) {
+        self.progress = Some((progress, id));
+    }
+
     /// `pread` exactly `buf.len()` bytes at `pos` (relative to the image), refusing anything
     /// outside it.
     pub fn read_at(&self, buf: &mut [u8], pos: u64) -> Result<()> {
+        if let Some((p, id)) = &self.progress {
+            self.read.set(self.read.get() + buf.len() as u64);
+            p.set(*id, self.read.get().min(self.len));
+        }
         if pos
             .checked_add(buf.len() as u64)
             .is_none_or(|e| e > self.len)

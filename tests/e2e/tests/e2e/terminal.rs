@@ -239,3 +239,55 @@ fn runtime_failure_before_start_is_a_launcher_failure() {
         ctx.assert_no_leftovers();
     }
 }
+
+/// A cold unpack on a terminal draws one bar per layer (bytes of its compressed blob) and a
+/// total; the same for a native SIF's partition; with --quiet, or with stderr not a terminal,
+/// nothing is drawn.
+#[test]
+fn cold_unpack_progress_on_a_terminal_only() {
+    for ctx in matrix() {
+        let sif = e2e::sif_fixture("busybox").display().to_string();
+        for (n, (image, bar)) in [(oci_ref("layered"), "layer 1/"), (sif, "partition 1/1")]
+            .into_iter()
+            .enumerate()
+        {
+            let cold = |tag: &str| ctx.mkdir(&format!("cache-{n}-{tag}")).display().to_string();
+            let f = front(&ctx);
+            let (c1, c2, c3) = (cold("tty"), cold("quiet"), cold("redirected"));
+            let mut t = Pty::spawn_env(
+                &ctx,
+                "/bin/sh",
+                &[
+                    "-c",
+                    r#"SINGULARITY_CACHEDIR="$C1" "$F" pull "$I" >/dev/null && echo first-done;
+                       SINGULARITY_CACHEDIR="$C2" "$F" --quiet pull "$I" >/dev/null && echo second-done;
+                       SINGULARITY_CACHEDIR="$C3" "$F" pull "$I" >/dev/null 2>err && echo third-done; cat err; echo end"#,
+                ],
+                &[
+                    ("F", f.as_str()),
+                    ("I", image.as_str()),
+                    ("C1", c1.as_str()),
+                    ("C2", c2.as_str()),
+                    ("C3", c3.as_str()),
+                ],
+            );
+            let first = t.expect("first-done");
+            assert!(
+                first.contains(bar) && first.contains("total") && first.contains(" done"),
+                "[{}] {image}: no progress on the terminal:\n{first}",
+                ctx.name
+            );
+            let second = t.expect("second-done");
+            let rest = t.expect("end");
+            assert_eq!(t.wait(), 0, "[{}]\n{}", ctx.name, t.transcript());
+            for quiet in [&second, &rest] {
+                assert!(
+                    !quiet.contains(bar) && !quiet.contains("total"),
+                    "[{}] {image}: progress with --quiet or a redirected stderr:\n{quiet}",
+                    ctx.name
+                );
+            }
+        }
+        ctx.assert_no_leftovers();
+    }
+}
