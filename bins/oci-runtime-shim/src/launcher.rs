@@ -49,13 +49,20 @@ pub fn die_with_parent() -> Result<()> {
 /// Make `cmd`'s process die with SIGKILL when the shim dies.
 ///
 /// The signal follows the *thread* that forked the child: the shim spawns the runtime from its
-/// only thread, which lives until the shim exits.
+/// only thread, which lives until the shim exits. A shim killed between the fork and the
+/// request would never send it, and the watchdog's `delete` would already have found nothing
+/// to delete: the runtime would then make the container with nobody left to remove it. So the
+/// child checks, after the request, that its parent is still the shim, and runs nothing if not.
 pub fn kill_with_shim(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    let shim = std::process::id() as libc::pid_t;
+    // SAFETY: prctl and getppid are async-signal-safe and touch no memory of ours.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != shim {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

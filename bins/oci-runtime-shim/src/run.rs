@@ -62,7 +62,14 @@ fn tie_to_launcher(
     crate::launcher::die_with_parent()?;
     let rt = crate::ops::program(g, g.runtime.as_deref())?;
     crate::launcher::Watchdog::start(|| {
-        rt.force_delete(id);
+        // The shim's descriptors close (waking the watchdog) before the kernel sends the
+        // runtime its parent-death signal: a runtime still finishing its `run` can write the
+        // container's state just after a first `delete` found none. So delete again, until the
+        // runtime has surely gone.
+        for pause_ms in [0, 100, 300, 600] {
+            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+            rt.force_delete(id);
+        }
         if let Ok(Some(sd)) = StateDir::open(&rt.root, id) {
             let _ = sd.remove();
         }
