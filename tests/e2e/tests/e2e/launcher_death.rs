@@ -270,11 +270,8 @@ fn the_next_run_sweeps_a_bundle_whose_front_was_killed_before_the_shim() {
             let before = remains(&ctx, &tag, &ctx.state_root());
             ctx.front(&["exec", &oci_ref("busybox"), "true"])
                 .assert_success();
-            let mut left = remains(&ctx, &tag, &ctx.state_root());
-            while !left.is_empty() && killed.elapsed() < Duration::from_secs(5) {
-                std::thread::sleep(Duration::from_millis(50));
-                left = remains(&ctx, &tag, &ctx.state_root());
-            }
+            let limit = Duration::from_secs(5).saturating_sub(killed.elapsed());
+            let left = remains_after(&ctx, &tag, &ctx.state_root(), limit);
             assert!(
                 left.is_empty(),
                 "[{}] kill -9 of the front ({delay}): still there 5 s later:\n  {}",
