@@ -275,6 +275,30 @@ impl Output {
         self
     }
 
+    /// A runtime that failed before the container started: exit 255 and one `FATAL: ` line,
+    /// last, containing `needle`. Without a terminal the runtime's stderr is the container's,
+    /// so its own message may come first; any such line must be repeated in the FATAL line.
+    pub fn assert_launcher_failure(&self, needle: &str) -> &Self {
+        self.assert_code(255);
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let Some((last, before)) = lines.split_last() else {
+            self.fail("expected a FATAL line on stderr");
+        };
+        if !last.starts_with("FATAL: ") || !last.contains(needle) {
+            self.fail(&format!(
+                "expected the last line to be FATAL containing {needle:?}"
+            ));
+        }
+        if let Some(extra) = before.iter().find(|l| !last.contains(l.trim())) {
+            self.fail(&format!("a line the FATAL line does not repeat: {extra:?}"));
+        }
+        self
+    }
+
     /// stdout parsed as one JSON value.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(self.stdout.trim())
