@@ -38,6 +38,48 @@ pub fn marker_text(dev_ino: (u64, u64)) -> Option<String> {
     Some(format!("{pid} {ticks} {} {}\n", dev_ino.0, dev_ino.1))
 }
 
+/// Write the launcher's marker into `dir` (a bundle just made for the launcher named in the
+/// environment). Nothing is written when no launcher is named; a marker already there is kept
+/// when it names this directory (an earlier stage of the same chain made the bundle).
+pub fn mark(dir: &crate::trusted::TrustedDir) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let Some(text) = marker_text(dir.dev_ino()) else {
+        return Ok(());
+    };
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let path = dir.path().join(MARKER);
+    match rustix::fs::openat(dir.fd(), MARKER, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => std::io::Write::write_all(&mut std::fs::File::from(fd), text.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display())),
+        Err(rustix::io::Errno::EXIST) if marker_names(dir) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+/// True when `dir` holds a marker of the caller's that names `dir` itself.
+fn marker_names(dir: &crate::trusted::TrustedDir) -> bool {
+    let me = rustix::process::geteuid().as_raw();
+    read_marker(dir.fd(), me).is_some_and(|(_, _, dev, ino)| (dev, ino) == dir.dev_ino())
+}
+
+/// Create the bundle directory `path` (0700) for the launcher named in the environment and mark
+/// it at once, for a stage that runs before oci-mkspec (oci-fetch --disable-cache keeps the
+/// image in the bundle): from then on a killed launcher leaves a bundle that the next run
+/// sweeps. An existing directory is left as it is.
+pub fn create_marked_dir(path: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let path = crate::fsutil::absolute(path)?;
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        anyhow::bail!("{} cannot be a bundle directory", path.display());
+    };
+    let parent = crate::trusted::open_ancestor(parent)
+        .with_context(|| format!("refusing {}", path.display()))?;
+    if let Some(dir) = parent.create_subdir(name, 0o700)? {
+        mark(&dir)?;
+    }
+    Ok(())
+}
+
 /// What a marker says: the launcher's pid and start time, the bundle's device and inode.
 fn parse_marker(text: &str) -> Option<(i32, u64, u64, u64)> {
     let mut w = text.split_whitespace();
@@ -100,8 +142,19 @@ fn dead_launchers_bundle(
     if st.st_uid != me || st.st_mode & 0o022 != 0 {
         return None;
     }
+    let (pid, ticks, dev, ino) = read_marker(bundle.as_fd(), me)?;
+    if process::alive(pid, ticks) || (st.st_dev, st.st_ino) != (dev, ino) {
+        return None;
+    }
+    // Still a directory at that name (not replaced since we opened it).
+    let now = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    ((now.st_dev, now.st_ino) == (dev, ino)).then_some((dev, ino))
+}
+
+/// The marker in `bundle`, when it is a small regular file of `me`'s in the expected format.
+fn read_marker(bundle: std::os::fd::BorrowedFd<'_>, me: u32) -> Option<(i32, u64, u64, u64)> {
     let mflags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let marker = rustix::fs::openat(&bundle, MARKER, mflags, Mode::empty()).ok()?;
+    let marker = rustix::fs::openat(bundle, MARKER, mflags, Mode::empty()).ok()?;
     let mst = rustix::fs::fstat(&marker).ok()?;
     let regular = rustix::fs::FileType::from_raw_mode(mst.st_mode).is_file();
     if !regular || mst.st_uid != me || mst.st_size > 256 {
@@ -109,13 +162,7 @@ fn dead_launchers_bundle(
     }
     let mut text = String::new();
     std::fs::File::from(marker).read_to_string(&mut text).ok()?;
-    let (pid, ticks, dev, ino) = parse_marker(&text)?;
-    if process::alive(pid, ticks) || (st.st_dev, st.st_ino) != (dev, ino) {
-        return None;
-    }
-    // Still a directory at that name (not replaced since we opened it).
-    let now = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-    ((now.st_dev, now.st_ino) == (dev, ino)).then_some((dev, ino))
+    parse_marker(&text)
 }
 
 #[cfg(test)]

@@ -35,7 +35,8 @@ Options:
   --offline                     docker://: use only the cache, never the network
   --disable-cache               fetch into a new temporary layout (see oci-fetch(1))
   --tmpdir DIR                  where --disable-cache makes it (default $SINGULARITY_TMPDIR,
-                                $TMPDIR, /tmp); the caller removes dirname(record.layout)
+                                $TMPDIR, /tmp; created when missing); the caller removes
+                                dirname(record.layout)
   --authfile FILE               registry credentials (containers auth.json format)
   --creds USER[:PASS]           registry credentials (never printed, but visible to
                                 every user in ps: prefer the environment variables
@@ -239,6 +240,13 @@ fn run_sif(reference: &str, path: &std::path::Path, opts: &Opts) -> Result<()> {
 }
 
 fn run(reference: &str, opts: &Opts) -> Result<()> {
+    // The front names its bundle as --tmpdir: made here when missing, with the launcher's marker,
+    // so a launcher killed during a long fetch leaves a bundle the next run sweeps.
+    if let (true, Some(dir)) = (opts.disable_cache, &opts.tmpdir) {
+        if std::fs::symlink_metadata(dir).is_err() {
+            common::bundlesweep::create_marked_dir(dir)?;
+        }
+    }
     if let Some(path) = sif::sif_path(reference) {
         return run_sif(reference, &path, opts);
     }

@@ -88,6 +88,19 @@ impl Writer {
         Ok(p)
     }
 
+    /// [`Writer::write`], unless the file is there already with exactly these bytes (then it is
+    /// kept, and not removed on failure: an earlier stage made it).
+    pub fn write_unless_same(&mut self, rel: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let p = self.dir.join(rel);
+        let same = fs::symlink_metadata(&p)
+            .is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+            && fs::read(&p).is_ok_and(|b| b == bytes);
+        if !same {
+            self.write(rel, bytes, mode)?;
+        }
+        Ok(())
+    }
+
     pub fn symlink(&mut self, rel: &str, target: &Path) -> Result<PathBuf> {
         let p = self.dir.join(rel);
         std::os::unix::fs::symlink(target, &p)

@@ -163,9 +163,10 @@ fn run(args: cli::Args) -> Result<i32> {
 
     // Write the bundle; the writer removes everything it made if we return early.
     let mut w = bundle::Writer::open(&bundle_dir)?;
-    // First of all, so that a launcher killed from here on leaves a bundle the next run sweeps.
+    // First of all, so that a launcher killed from here on leaves a bundle the next run sweeps
+    // (with --disable-cache, oci-fetch made the bundle and its marker already).
     if let Some(text) = common::bundlesweep::marker_text(w.dev_ino) {
-        w.write(common::bundlesweep::MARKER, text.as_bytes(), 0o600)?;
+        w.write_unless_same(common::bundlesweep::MARKER, text.as_bytes(), 0o600)?;
     }
     if let Some(parent) = bundle_dir.parent() {
         common::bundlesweep::sweep(parent);

@@ -214,13 +214,14 @@ fn a_shim_whose_launcher_is_already_gone_starts_nothing() {
 }
 
 /// Kill the front (kill -9) while the bundle exists but before the shim has taken it over
-/// (as soon as oci-mkspec's launcher marker appears), or at a random moment of its start: the
+/// (as soon as the launcher marker appears: oci-mkspec's, or with `--disable-cache` ($5)
+/// oci-fetch's, which makes the bundle to fetch into), or at a random moment of its start: the
 /// next run of the same user in the same TMPDIR sweeps the bundle, so within 5 s of it nothing
 /// is left. A bundle whose launcher still lives is never swept (the checks run while the
 /// next run's own launcher is alive, and the concurrent trial below keeps its bundle).
 const KILL_BEFORE_SHIM: &str = r#"
-front=$1 image=$2 tag=$3 delay=$4
-"$front" exec "$image" sh -c "sleep 600; : $tag" </dev/null >/dev/null 2>&1 &
+front=$1 image=$2 tag=$3 delay=$4 opts=$5
+"$front" exec $opts "$image" sh -c "sleep 600; : $tag" </dev/null >/dev/null 2>&1 &
 f=$!
 if [ "$delay" = marker ]; then
     i=0
@@ -244,13 +245,16 @@ fn the_next_run_sweeps_a_bundle_whose_front_was_killed_before_the_shim() {
         // A warm cache, so that the random moments fall into fetch, unpack, mkspec and the start.
         ctx.front(&["exec", &oci_ref("busybox"), "true"])
             .assert_success();
-        for trial in 0..4 {
+        // Trials 4 and 5 keep nothing in the cache: the bundle is made first and holds the
+        // fetched image, so the kill falls into the fetch.
+        for trial in 0..6 {
             let tag = format!("sioci-preshim-{}-{trial}", std::process::id());
-            let delay = if trial < 2 {
+            let delay = if trial % 4 < 2 {
                 "marker".to_string()
             } else {
                 format!("0.{:03}", rng.range(0, 400))
             };
+            let opts = if trial >= 4 { "--disable-cache" } else { "" };
             ctx.cmd("sh")
                 .args(&[
                     "-c",
@@ -260,6 +264,7 @@ fn the_next_run_sweeps_a_bundle_whose_front_was_killed_before_the_shim() {
                     &oci_ref("busybox"),
                     &tag,
                     &delay,
+                    opts,
                 ])
                 .timeout(Duration::from_secs(60))
                 .run()
@@ -274,7 +279,7 @@ fn the_next_run_sweeps_a_bundle_whose_front_was_killed_before_the_shim() {
             let left = remains_after(&ctx, &tag, &ctx.state_root(), limit);
             assert!(
                 left.is_empty(),
-                "[{}] kill -9 of the front ({delay}): still there 5 s later:\n  {}",
+                "[{}] kill -9 of the front ({delay} {opts}): still there 5 s later:\n  {}",
                 ctx.name,
                 left.join("\n  ")
             );
