@@ -1,10 +1,11 @@
 //! `state` of one container, as the runtime prints it, and `list` of all of them: the
 //! runtime's JSON list as runc's table, with the real owner.
 
-use super::{Target, checked, simple};
+use super::{Target, simple};
+use crate::lifecycle::error;
 use crate::lifecycle::host::Host;
 use crate::lifecycle::process::{Call, Output, Runtime};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::path::Path;
 
 pub fn state(rt: &dyn Runtime, host: &dyn Host, t: &Target) -> Result<Output> {
@@ -16,7 +17,7 @@ pub fn state(rt: &dyn Runtime, host: &dyn Host, t: &Target) -> Result<Output> {
 /// namespace (0 for every unprivileged container, shown as root), while the state directory
 /// itself belongs to the user.
 pub fn list(rt: &dyn Runtime) -> Result<Output> {
-    let mut out = checked(rt, "list", &Call::new(["list", "--format", "json"]), "")?;
+    let mut out = list_json(rt)?;
     let text = String::from_utf8_lossy(&out.stdout);
     // runc prints `null` for no containers.
     let entries: Vec<serde_json::Value> = match text.trim() {
@@ -45,6 +46,29 @@ pub fn list(rt: &dyn Runtime) -> Result<Output> {
         .collect();
     out.stdout = list_table(&rows).into_bytes();
     Ok(out)
+}
+
+/// How often a listing that raced a container's deletion is tried again.
+const LIST_TRIES: usize = 5;
+
+/// The runtime's JSON list. runc reads the root's entries and then each one's state: a container
+/// deleted in between (any other run ending, in a root shared by all of root's containers) fails
+/// the whole listing with `stat ROOT/ID: no such file or directory`, so that is tried again.
+fn list_json(rt: &dyn Runtime) -> Result<Output> {
+    let call = Call::new(["list", "--format", "json"]);
+    let mut tries = 1;
+    loop {
+        let out = rt.call(&call)?;
+        if out.success() {
+            return Ok(out);
+        }
+        let raced = String::from_utf8_lossy(&out.stderr).contains("no such file or directory");
+        if !raced || tries == LIST_TRIES {
+            bail!(error::failure("list", &out.stderr, &rt.name(), out.code));
+        }
+        tries += 1;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The name (else the number) of the user owning the runtime's state directory of `id`.
@@ -149,6 +173,22 @@ mod tests {
         let out = String::from_utf8(list(&w.rt).unwrap().stdout).unwrap();
         let ids: Vec<&str> = out.lines().filter_map(|l| l.split(' ').next()).collect();
         assert_eq!(ids, ["ID", "a", "b"], "{out}");
+    }
+
+    #[test]
+    fn list_tries_again_after_racing_a_deletion() {
+        let w = World::new(FakeHost::user());
+        w.rt.add("a", Status::Running);
+        let raced = "stat /run/singularity-oci/b: no such file or directory";
+        w.rt.fail_next("list", raced);
+        w.rt.fail_next("list", raced);
+        let out = String::from_utf8(list(&w.rt).unwrap().stdout).unwrap();
+        assert!(out.lines().nth(1).unwrap().starts_with("a "), "{out}");
+        // Any other failure is reported at once.
+        w.rt.fail_next("list", "open /run/x: permission denied");
+        let e = list(&w.rt).unwrap_err().to_string();
+        assert!(e.contains("permission denied"), "{e}");
+        assert_eq!(w.rt.ops().iter().filter(|o| *o == "list").count(), 4);
     }
 
     #[test]
