@@ -17,6 +17,7 @@ pub mod identity;
 pub mod inspect;
 pub mod lifecycle;
 pub mod mountns;
+pub mod overlay;
 pub mod pax;
 pub mod process;
 pub mod progress;

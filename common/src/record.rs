@@ -187,6 +187,10 @@ pub struct BundleRecord {
     /// is a cache entry; also recorded as the symlink `<bundle>/rootfs.lower`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs_lower: Option<PathBuf>,
+    /// The `--overlay` directories, in the order given (also `<bundle>/overlays.json`, which
+    /// oci-userns-starter reads): at most one writable, whose `upper` replaces the tmpfs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overlays: Vec<crate::overlay::OverlayDir>,
     /// Files generated into `<bundle>/etc` and bind-mounted into the container.
     pub etc_files: Vec<PathBuf>,
     /// The container's process: user and argv, for the record's reader.
@@ -393,8 +397,8 @@ impl RootfsRecord {
 impl BundleRecord {
     /// A bundle record of this schema version for the bundle directory `bundle` (identified by
     /// `bundle_inode`, `DEV:INO`) with its `config.json` at `config`, made from `rootfs`, whose
-    /// process is `uid:gid` running `args`. No generated `/etc` files, no lower tree and no inner
-    /// user namespace until set.
+    /// process is `uid:gid` running `args`. No generated `/etc` files, no lower tree, no overlay
+    /// directories and no inner user namespace until set.
     pub fn new(
         bundle: PathBuf,
         bundle_inode: String,
@@ -411,6 +415,7 @@ impl BundleRecord {
             config,
             bundle_inode,
             rootfs_lower: None,
+            overlays: Vec::new(),
             etc_files: Vec::new(),
             uid,
             gid,

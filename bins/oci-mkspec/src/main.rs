@@ -26,17 +26,18 @@ const TOOL: Tool = Tool {
         "Namespaces: --hostname NAME  --uts  --no-pid  -n/--net --network none  -u/--userns  --pid  --ipc\n",
         "Init:       --no-init (default: tini-static or catatonit as PID 1; $SINGULARITY_OCI_INIT)\n",
         "Privileges: --add-caps LIST  --drop-caps LIST  --keep-privs  --no-privs  --allow-setuid\n",
-        "Rootfs:     --writable-tmpfs  --no-compat  -c/--contain  -C/--containall  --dns IPS\n",
+        "Rootfs:     --writable-tmpfs  -o/--overlay DIR[:ro]  --no-compat  -c/--contain  -C/--containall\n",
+        "            --dns IPS\n",
         "Cgroups:    --apply-cgroups FILE  --cpus N  --cpu-shares N  --cpuset-cpus L  --cpuset-mems L\n",
         "            --memory SZ  --memory-reservation SZ  --memory-swap SZ  --oom-kill-disable\n",
         "            --pids-limit N  --blkio-weight N  --blkio-weight-device DEV:W\n",
         "Ignored:    --tmp-sandbox --no-tmp-sandbox --disable-cache --no-nv --no-rocm --compat, and --no-eval\n            (except with --no-compat for a native SIF or sandbox: values not evaluated)\n",
         "Rejected:   --fusemount --nvccli --proot --network X (not none) --network-args --netns-path\n",
         "            --security --config --shell --boot --passphrase\n",
-        "            --pem-path --sif-fuse --overlay --writable --data --nv --rocm --device --cdi-dirs\n",
+        "            --pem-path --sif-fuse --writable --data --nv --rocm --device --cdi-dirs, overlay images\n",
         "Flag options: --terminal --no-terminal --no-home --cleanenv -e --contain -c --containall -C --uts --pid -p --ipc -i --no-pid --no-init --net -n --userns -u --keep-privs --no-privs --allow-setuid --writable-tmpfs --no-compat --compat --fakeroot -f --no-umask --no-setgroups --no-eval --tmp-sandbox --no-tmp-sandbox --disable-cache --no-nv --no-rocm --oom-kill-disable --nvccli --boot --passphrase --sif-fuse --writable -w --nv --rocm\n",
         "\n",
-        "Value options: --bundle --input --action --runtime --bind -B --mount --home -H --scratch -S --workdir -W --no-mount --env --env-file --pwd --cwd --hostname --dns --network --add-caps --drop-caps --app --containlibs --tmpfs-size --apply-cgroups --cpus --cpu-shares --cpuset-cpus --cpuset-mems --memory --memory-reservation --memory-swap --pids-limit --blkio-weight --blkio-weight-device --fusemount --network-args --netns-path --security --config --shell -s --pem-path --proot --overlay -o --data --device --cdi-dirs\n",
+        "Value options: --bundle --input --action --runtime --bind -B --mount --home -H --scratch -S --workdir -W --no-mount --env --env-file --pwd --cwd --hostname --dns --network --add-caps --drop-caps --app --containlibs --tmpfs-size --overlay -o --apply-cgroups --cpus --cpu-shares --cpuset-cpus --cpuset-mems --memory --memory-reservation --memory-swap --pids-limit --blkio-weight --blkio-weight-device --fusemount --network-args --netns-path --security --config --shell -s --pem-path --proot --data --device --cdi-dirs\n",
         "Flag options: --terminal --no-terminal --no-home --cleanenv -e --contain -c --containall -C --uts --pid -p --ipc -i --no-pid --no-init --net -n --userns -u --keep-privs --no-privs --allow-setuid --writable-tmpfs --no-compat --compat --fakeroot -f --no-umask --no-setgroups --no-eval --tmp-sandbox --no-tmp-sandbox --disable-cache --no-nv --no-rocm --oom-kill-disable --nvccli --boot --passphrase --sif-fuse --writable -w --nv --rocm\n",
         "\n",
         "Exit status: 0 success, 255 error (one FATAL line; nothing left in DIR).\n",
@@ -160,6 +161,10 @@ fn run(args: cli::Args) -> Result<i32> {
     for w in &built.warnings {
         cli::warn(w);
     }
+    // Checked (and a writable DIR's upper/ and work/ made) before the bundle exists, so a bad
+    // or busy DIR fails here with nothing written; oci-userns-starter checks again and holds
+    // the locks for the run.
+    drop(common::overlay::open(&opts.overlays)?);
 
     // Write the bundle; the writer removes everything it made if we return early.
     let mut w = bundle::Writer::open(&bundle_dir)?;
@@ -204,12 +209,17 @@ fn run(args: cli::Args) -> Result<i32> {
             etc_paths.push(w.write(&format!("etc/{name}"), bytes, 0o644)?);
         }
     }
+    if !opts.overlays.is_empty() {
+        let list = serde_json::to_vec_pretty(&opts.overlays)?;
+        w.write(common::overlay::BUNDLE_FILE, &list, 0o644)?;
+    }
     let config_bytes = serde_json::to_vec_pretty(&built.config_json()?)?;
     let config = w.write("config.json", &config_bytes, 0o644)?;
     make_workdir_dirs(&built.workdir_dirs)?;
 
     let rec = BundleRecord {
         rootfs_lower,
+        overlays: opts.overlays.clone(),
         etc_files: etc_paths,
         inner_userns: built.inner_userns,
         ..BundleRecord::new(

@@ -77,6 +77,8 @@ pub struct Options {
     pub no_eval: bool,
     pub containlibs: Vec<String>,
     pub tmpfs_size_mib: Option<u64>,
+    /// `--overlay DIR[:ro]`, in the order given (common::overlay).
+    pub overlays: Vec<common::overlay::OverlayDir>,
     pub cgroups: CgroupFlags,
     /// Launcher-option names of rejected flags (Singularity's error tokens), in order.
     pub unsupported: Vec<String>,
@@ -164,18 +166,43 @@ impl Parser<'_> {
         }
     }
 
+    /// Every value of a repeatable option, in the order given. pico-args would return every
+    /// `--long` before any `-s` (and every `--long V` before any `--long=V`), which reorders
+    /// layered options such as `--bind`/`-B` and `--overlay`/`-o`: the words are scanned here.
     fn raw_values(
         &mut self,
         long: &'static str,
         short: Option<&'static str>,
     ) -> Result<Vec<String>> {
         self.ask(long, short, true);
-        let r: Result<Vec<String>, pico_args::Error> = match short {
-            Some(s) => self.args.values_from_str([s, long]),
-            None => self.args.values_from_str(long),
-        };
-        r.map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("bad value for {long}"))
+        let words = std::mem::replace(&mut self.args, Arguments::from_vec(Vec::new())).finish();
+        let mut rest = Vec::with_capacity(words.len());
+        let mut values = Vec::new();
+        let mut words = words.into_iter();
+        let is_key = |w: &str| w == long || Some(w) == short;
+        while let Some(word) = words.next() {
+            let Some(w) = word.to_str() else {
+                rest.push(word);
+                continue;
+            };
+            if is_key(w) {
+                let v = words
+                    .next()
+                    .with_context(|| format!("the option '{w}' requires a value"))?;
+                let v = v
+                    .into_string()
+                    .map_err(|v| anyhow::anyhow!("bad value for {long}: {v:?} is not UTF-8"))?;
+                values.push(v);
+            } else if let Some((k, v)) = w.split_once('=')
+                && is_key(k)
+            {
+                values.push(v.to_string());
+            } else {
+                rest.push(word);
+            }
+        }
+        self.args = Arguments::from_vec(rest);
+        Ok(values)
     }
 
     /// A single-valued option: the last one given wins; the environment only if none was given.
@@ -330,6 +357,14 @@ fn parse_into(p: &mut Parser) -> Result<(Options, Vec<String>)> {
             })
         })
         .transpose()?;
+    // A string slice in SingularityCE: commas separate items, on the command line and in the
+    // environment alike.
+    o.overlays = common::overlay::parse_specs(&split_commas(&p.values(
+        "--overlay",
+        Some("-o"),
+        &["OVERLAY", "OVERLAYIMAGE"],
+        false,
+    )?))?;
     // Accepted and ignored, as in Singularity's OCI mode.
     for (long, env) in [
         ("--tmp-sandbox", "TMP_SANDBOX"),
@@ -374,12 +409,6 @@ fn parse_into(p: &mut Parser) -> Result<(Options, Vec<String>)> {
         ("--proot", None, &["PROOT"], "Proot"),
         // Not in Singularity's rejection list, but not available in singularity-oci: they
         // need SIF images, FUSE or GPU/CDI support (see oci-mkspec(1)).
-        (
-            "--overlay",
-            Some("-o"),
-            &["OVERLAY", "OVERLAYIMAGE"],
-            "Overlay",
-        ),
         ("--data", None, &[], "Data"),
         ("--device", None, &[], "Device"),
         ("--cdi-dirs", None, &[], "CdiDirs"),
@@ -442,6 +471,27 @@ mod tests {
         let (o, pos) = parse(a, &lookup)?;
         assert!(pos.is_empty(), "{pos:?}");
         Ok(o)
+    }
+
+    #[test]
+    fn repeated_values_keep_the_order_given_whatever_the_spelling() {
+        let o = parse_with(
+            &[
+                "-o",
+                "/a:ro",
+                "--overlay=/b:ro",
+                "--overlay",
+                "/c:ro",
+                "-o=/d:ro",
+            ],
+            &[],
+        )
+        .unwrap();
+        let dirs: Vec<_> = o.overlays.iter().map(|d| d.dir.clone()).collect();
+        assert_eq!(dirs, ["/a", "/b", "/c", "/d"].map(PathBuf::from));
+        let o = parse_with(&["--bind", "/x", "-B", "/y", "--bind=/z"], &[]).unwrap();
+        assert_eq!(o.binds, vec!["/x", "/y", "/z"]);
+        assert!(parse_with(&["--bind"], &[]).is_err());
     }
 
     #[test]

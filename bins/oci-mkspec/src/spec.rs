@@ -514,9 +514,12 @@ pub fn build(i: &Inputs) -> Result<Built> {
         warn("Container specifies volume mounts, which are not supported by singularity. It may not operate as expected.".into());
     }
 
+    // A writable --overlay is asked for to be written: it keeps the root writable even with
+    // --no-compat (where SingularityCE would make it read-only, as without --writable-tmpfs).
+    let writable = o.writable_tmpfs || common::overlay::has_writable(&o.overlays);
     let mut root = Root::default();
     root.set_path("rootfs".into())
-        .set_readonly(Some(o.no_compat && !o.writable_tmpfs));
+        .set_readonly(Some(o.no_compat && !writable));
     let mut config: Spec = empty();
     config
         .set_version(OCI_VERSION.into())

@@ -572,6 +572,16 @@ fn writable_tmpfs_and_no_compat_readonly() {
         ro(&["--no-compat", "--writable-tmpfs", "--", "true"]),
         json!(false)
     );
+    assert_eq!(
+        ro(&["--no-compat", "--overlay", "/o", "--", "true"]),
+        json!(false),
+        "a writable overlay"
+    );
+    assert_eq!(
+        ro(&["--no-compat", "--overlay", "/o:ro", "--", "true"]),
+        json!(true),
+        "read-only overlays only"
+    );
 }
 
 #[test]

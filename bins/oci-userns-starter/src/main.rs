@@ -9,7 +9,8 @@
 //! * unprivileged: a new user and mount namespace; the map is host id -> 0 plus the subordinate
 //!   range -> 1..N (written by newuidmap/newgidmap from a short-lived helper child), or the
 //!   single-ID map when there is no range;
-//! * `--overlay BUNDLE`: the overlay over the read-only cached rootfs, with a tmpfs upper.
+//! * `--overlay BUNDLE`: the overlay over the read-only cached rootfs, with a tmpfs upper or
+//!   the bundle's persistent overlay directory (`overlays.json`).
 
 mod mounts;
 mod userns;
@@ -31,8 +32,11 @@ mapping your uid/gid to 0 and your /etc/subuid and /etc/subgid ranges to 1..N (t
 newuidmap/newgidmap), or a single-ID map when you have no ranges.
 
 Options:
-  --overlay BUNDLE     if BUNDLE/rootfs.lower exists, mount a tmpfs on BUNDLE/.overlay and an
-                       overlay (lower = rootfs.lower, upper/work in the tmpfs) on BUNDLE/rootfs
+  --overlay BUNDLE     if BUNDLE/rootfs.lower or BUNDLE/overlays.json exists, mount an overlay
+                       on BUNDLE/rootfs: lower = the overlays.json read-only directories (first
+                       on top), then rootfs.lower (else BUNDLE/rootfs itself); upper/work = the
+                       writable overlay directory's upper/ and work/ (locked for the run), else
+                       a tmpfs on BUNDLE/.overlay
   --tmpfs-size MIB     size of that tmpfs in MiB (default 64)
   --fakeroot           accepted for symmetry with oci-mkspec: the outer map is the same
   -h, --help           print this help

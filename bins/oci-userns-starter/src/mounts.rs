@@ -7,31 +7,44 @@ use anyhow::{Context, Result, bail};
 use nix::mount::{MsFlags, mount};
 use std::path::{Path, PathBuf};
 
-/// The overlay to mount for a bundle whose rootfs is a read-only cache entry.
+/// The overlay to mount over a bundle's rootfs.
 #[derive(Debug)]
 pub struct OverlayPlan {
-    lower: PathBuf,
+    /// The image's tree: the read-only cache entry or sandbox (`rootfs.lower`), or the bundle's
+    /// own `rootfs` when it was unpacked privately and `--overlay` directories ask for layers.
+    base: PathBuf,
     scratch: PathBuf,
     target: PathBuf,
+    /// The bundle's `--overlay` directories, checked and locked (common::overlay).
+    layers: Option<common::overlay::Layers>,
 }
 
 impl OverlayPlan {
-    /// `None` when the bundle has its own private rootfs (no `rootfs.lower`): nothing to do.
+    /// `None` when the bundle has its own private rootfs and no overlay directories: nothing
+    /// to do. The overlay directories are checked and locked here, before any namespace exists,
+    /// as the host user.
     pub fn for_bundle(bundle: &Path) -> Result<Option<OverlayPlan>> {
         let bundle = common::fsutil::absolute(bundle)?;
         if !bundle.is_dir() {
             bail!("bundle {} is not a directory", bundle.display());
         }
-        let link = bundle.join("rootfs.lower");
-        if std::fs::symlink_metadata(&link).is_err() {
-            return Ok(None);
-        }
-        let lower = std::fs::canonicalize(&link)
-            .with_context(|| format!("{} does not lead to a rootfs", link.display()))?;
-        if !lower.is_dir() {
-            bail!("{} is not a directory", lower.display());
-        }
+        let dirs = common::overlay::read_bundle_file(&bundle)?;
         let target = bundle.join("rootfs");
+        let link = bundle.join("rootfs.lower");
+        let base = if std::fs::symlink_metadata(&link).is_ok() {
+            let lower = std::fs::canonicalize(&link)
+                .with_context(|| format!("{} does not lead to a rootfs", link.display()))?;
+            if !lower.is_dir() {
+                bail!("{} is not a directory", lower.display());
+            }
+            lower
+        } else if dirs.is_empty() {
+            return Ok(None);
+        } else {
+            // overlayfs resolves its layers before mounting, so the tree can be the lower
+            // layer of an overlay mounted over itself.
+            target.clone()
+        };
         if !target.is_dir() {
             bail!(
                 "{} is missing: the bundle needs an empty rootfs mount point",
@@ -39,20 +52,57 @@ impl OverlayPlan {
             );
         }
         let plan = OverlayPlan {
-            lower,
+            base,
             scratch: bundle.join(".overlay"),
             target,
+            layers: (!dirs.is_empty())
+                .then(|| common::overlay::open(&dirs))
+                .transpose()?,
         };
-        for p in [&plan.lower, &plan.scratch, &plan.target] {
-            check_option_safe(p)?;
+        for p in [&plan.base, &plan.scratch, &plan.target] {
+            common::overlay::check_option_safe(p)?;
         }
         Ok(Some(plan))
     }
 
-    /// Mount the tmpfs and the overlay. `in_userns` selects `userxattr`: in a user namespace
-    /// overlayfs cannot use `trusted.*` xattrs, and without them removing a lower directory
-    /// fails with EIO (checked on kernel 6.18).
-    pub fn mount(&self, tmpfs_mib: u64, in_userns: bool) -> Result<()> {
+    /// Mount the overlay: its upper layer is the writable overlay directory's `upper`, or a
+    /// tmpfs (`tmpfs_mib`) on the bundle's `.overlay`. `in_userns` selects `userxattr`: in a
+    /// user namespace overlayfs cannot use `trusted.*` xattrs, and without them removing a
+    /// lower directory fails with EIO (checked on kernel 6.18). The overlay directories' locks
+    /// are then handed on to the program the starter execs.
+    pub fn mount(self, tmpfs_mib: u64, in_userns: bool) -> Result<()> {
+        let mut lowers: Vec<PathBuf> = Vec::new();
+        let persistent = self.layers.as_ref().and_then(|l| l.upper_work.clone());
+        if let Some(l) = &self.layers {
+            lowers.extend(l.lowers.iter().cloned());
+        }
+        lowers.push(self.base.clone());
+        let (upper, work) = match persistent {
+            Some(uw) => uw,
+            None => self.mount_scratch(tmpfs_mib)?,
+        };
+        let data = overlay_options(&lowers, &upper, &work, in_userns);
+        mount(
+            Some("overlay"),
+            &self.target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the kernel refused the overlay on {} ({data}): {e} (unprivileged overlayfs needs Linux 5.11 or later)",
+                self.target.display()
+            )
+        })?;
+        if let Some(l) = self.layers {
+            l.hold_across_exec()?;
+        }
+        Ok(())
+    }
+
+    /// The tmpfs upper layer: `upper` and `work` in a tmpfs on the bundle's `.overlay`.
+    fn mount_scratch(&self, tmpfs_mib: u64) -> Result<(PathBuf, PathBuf)> {
         if !self.scratch.exists() {
             std::fs::create_dir(&self.scratch)
                 .with_context(|| format!("cannot create {}", self.scratch.display()))?;
@@ -70,28 +120,16 @@ impl OverlayPlan {
         for d in [&upper, &work] {
             std::fs::create_dir(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
-        let data = overlay_options(&self.lower, &upper, &work, in_userns);
-        mount(
-            Some("overlay"),
-            &self.target,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(data.as_str()),
-        )
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "the kernel refused the overlay on {} ({data}): {e} (unprivileged overlayfs needs Linux 5.11 or later)",
-                self.target.display()
-            )
-        })
+        Ok((upper, work))
     }
 }
 
-/// overlayfs mount data.
-pub fn overlay_options(lower: &Path, upper: &Path, work: &Path, in_userns: bool) -> String {
+/// overlayfs mount data; `lowers` topmost first.
+pub fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path, in_userns: bool) -> String {
+    let lowers: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
     let mut s = format!(
         "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+        lowers.join(":"),
         upper.display(),
         work.display()
     );
@@ -101,29 +139,27 @@ pub fn overlay_options(lower: &Path, upper: &Path, work: &Path, in_userns: bool)
     s
 }
 
-/// The legacy mount data string has no quoting: refuse paths it cannot carry.
-fn check_option_safe(p: &Path) -> Result<()> {
-    let s = p
-        .to_str()
-        .with_context(|| format!("{} is not UTF-8", p.display()))?;
-    if s.contains([',', ':', '\\', '\n']) {
-        bail!(
-            "path {s} contains ',', ':' or '\\', which overlayfs mount options cannot carry: move the bundle or cache"
-        );
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn options_use_userxattr_only_in_a_userns() {
-        let o = overlay_options(Path::new("/l"), Path::new("/u"), Path::new("/w"), true);
+        let l = [PathBuf::from("/l")];
+        let o = overlay_options(&l, Path::new("/u"), Path::new("/w"), true);
         assert_eq!(o, "lowerdir=/l,upperdir=/u,workdir=/w,userxattr");
-        let o = overlay_options(Path::new("/l"), Path::new("/u"), Path::new("/w"), false);
+        let o = overlay_options(&l, Path::new("/u"), Path::new("/w"), false);
         assert_eq!(o, "lowerdir=/l,upperdir=/u,workdir=/w");
+        let l = [
+            PathBuf::from("/a"),
+            PathBuf::from("/b"),
+            PathBuf::from("/l"),
+        ];
+        let o = overlay_options(&l, Path::new("/u"), Path::new("/w"), false);
+        assert_eq!(
+            o, "lowerdir=/a:/b:/l,upperdir=/u,workdir=/w",
+            "topmost first"
+        );
     }
 
     #[test]

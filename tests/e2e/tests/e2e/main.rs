@@ -18,6 +18,7 @@ mod launcher_death;
 mod mkspec;
 mod oci_exec;
 mod ocisif;
+mod overlay;
 mod registry_index;
 mod registry_selfsigned;
 mod reliability_crash;
