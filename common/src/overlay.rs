@@ -69,6 +69,29 @@ pub fn has_writable(dirs: &[OverlayDir]) -> bool {
     dirs.iter().any(|d| !d.read_only)
 }
 
+/// Refuse an overlay directory inside one of `places` (`(path, what it is)`, a missing path
+/// skipped): the launcher never writes into the image cache or an image's tree, and overlayfs
+/// refuses a layer inside another one.
+pub fn refuse_inside(dirs: &[OverlayDir], places: &[(&Path, &str)]) -> Result<()> {
+    for d in dirs {
+        let Ok(dir) = std::fs::canonicalize(&d.dir) else {
+            continue; // open() names a missing directory
+        };
+        for (place, what) in places {
+            if let Ok(place) = std::fs::canonicalize(place)
+                && dir.starts_with(&place)
+            {
+                bail!(
+                    "overlay {} is inside {what} ({}): use a directory of its own",
+                    d.dir.display(),
+                    place.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The checked layers of a set of overlay directories, with their locks held.
 #[derive(Debug)]
 pub struct Layers {
@@ -321,6 +344,28 @@ mod tests {
         assert!(specs(&["/a:bogus"]).is_err());
         assert!(specs(&[":ro"]).is_err());
         assert!(!specs(&["rel:ro"]).unwrap()[0].dir.is_relative());
+    }
+
+    #[test]
+    fn a_dir_inside_the_cache_or_the_image_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = t.path().join("cache");
+        std::fs::create_dir_all(cache.join("rootfs/x")).unwrap();
+        let inside = [OverlayDir {
+            dir: cache.join("rootfs/x"),
+            read_only: false,
+        }];
+        let places = [
+            (cache.as_path(), "the image cache"),
+            (Path::new("/nonexistent"), "the image"),
+        ];
+        let e = refuse_inside(&inside, &places).unwrap_err().to_string();
+        assert!(e.contains("inside the image cache"), "{e}");
+        let beside = [OverlayDir {
+            dir: t.path().to_path_buf(),
+            read_only: false,
+        }];
+        refuse_inside(&beside, &places).unwrap();
     }
 
     #[test]

@@ -164,6 +164,12 @@ fn run(args: cli::Args) -> Result<i32> {
     // Checked (and a writable DIR's upper/ and work/ made) before the bundle exists, so a bad
     // or busy DIR fails here with nothing written; oci-userns-starter checks again and holds
     // the locks for the run.
+    if !opts.overlays.is_empty() {
+        let cache = common::cache::default_root().ok();
+        let mut places = vec![(record.rootfs.as_path(), "the image's root filesystem")];
+        places.extend(cache.as_deref().map(|c| (c, "the image cache")));
+        common::overlay::refuse_inside(&opts.overlays, &places)?;
+    }
     drop(common::overlay::open(&opts.overlays)?);
 
     // Write the bundle; the writer removes everything it made if we return early.

@@ -275,7 +275,14 @@ fn unusable_overlays_are_refused_with_one_fatal_line() {
         let foreign = ctx.mkdir("foreign");
         std::os::unix::fs::chown(&foreign, Some(12345), Some(12345)).unwrap();
         let missing = ctx.dir().join("missing");
+        let (rootfs, before) = cached_tree(&ctx);
+        let entry = rootfs.parent().unwrap();
         let cases: Vec<(Vec<String>, &str)> = vec![
+            (
+                vec![format!("{}:ro", rootfs.display())],
+                "inside the image's root filesystem",
+            ),
+            (vec![s(entry).into()], "inside the image cache"),
             (vec![s(&missing).into()], "does not exist"),
             (vec![s(&img).into()], "overlay images"),
             (
@@ -312,6 +319,8 @@ fn unusable_overlays_are_refused_with_one_fatal_line() {
                 d.display()
             );
         }
+        assert!(!entry.join("upper").exists(), "[{}]", ctx.name);
+        assert_unchanged(&ctx, &rootfs, &before);
         ctx.assert_no_leftovers();
     }
 }
