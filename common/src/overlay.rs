@@ -130,9 +130,23 @@ pub fn open(dirs: &[OverlayDir]) -> Result<Layers> {
         lowers: Vec::new(),
         locks: Vec::new(),
     };
+    // The directories given and the layers used: the same one twice is refused before
+    // anything is made in it.
     let mut seen: Vec<((u64, u64), PathBuf)> = Vec::new();
+    let duplicate = |seen: &[((u64, u64), PathBuf)], id: (u64, u64), dir: &Path| -> Result<()> {
+        match seen.iter().find(|(s, _)| *s == id) {
+            Some((_, first)) => bail!(
+                "duplicate overlays detected: {} and {} are the same directory",
+                first.display(),
+                dir.display()
+            ),
+            None => Ok(()),
+        }
+    };
     for item in dirs {
         let top = open_top(&item.dir)?;
+        duplicate(&seen, top.dev_ino(), &item.dir)?;
+        seen.push((top.dev_ino(), item.dir.clone()));
         let layer = if item.read_only {
             let layer = match top.open_subdir(OsStr::new("upper")) {
                 Ok(u) => u,
@@ -168,14 +182,10 @@ pub fn open(dirs: &[OverlayDir]) -> Result<Layers> {
             upper
         };
         check_option_safe(layer.path())?;
-        if let Some((_, first)) = seen.iter().find(|(id, _)| *id == layer.dev_ino()) {
-            bail!(
-                "duplicate overlays detected: {} and {} are the same directory",
-                first.display(),
-                item.dir.display()
-            );
+        if layer.dev_ino() != top.dev_ino() {
+            duplicate(&seen, layer.dev_ino(), &item.dir)?;
+            seen.push((layer.dev_ino(), item.dir.clone()));
         }
-        seen.push((layer.dev_ino(), item.dir.clone()));
     }
     if let Some((_, work)) = &layers.upper_work {
         check_option_safe(work)?;
@@ -438,5 +448,22 @@ mod tests {
         ];
         let e = format!("{:#}", open(&dup).unwrap_err());
         assert!(e.contains("duplicate overlays"), "{e}");
+        // Read-only and writable at once, or a directory and its own upper/.
+        std::fs::create_dir(a.join("upper")).unwrap();
+        for (second, ro) in [(a.clone(), false), (a.join("upper"), true)] {
+            let both = [
+                OverlayDir {
+                    dir: a.clone(),
+                    read_only: true,
+                },
+                OverlayDir {
+                    dir: second,
+                    read_only: ro,
+                },
+            ];
+            let e = format!("{:#}", open(&both).unwrap_err());
+            assert!(e.contains("duplicate overlays"), "{e}");
+        }
+        assert!(!a.join("work").exists(), "nothing made for a refused set");
     }
 }
