@@ -242,10 +242,10 @@ fn run_sif(reference: &str, path: &std::path::Path, opts: &Opts) -> Result<()> {
 fn run(reference: &str, opts: &Opts) -> Result<()> {
     // The front names its bundle as --tmpdir: made here when missing, with the launcher's marker,
     // so a launcher killed during a long fetch leaves a bundle the next run sweeps.
-    if let (true, Some(dir)) = (opts.disable_cache, &opts.tmpdir) {
-        if std::fs::symlink_metadata(dir).is_err() {
-            common::bundlesweep::create_marked_dir(dir)?;
-        }
+    if let (true, Some(dir)) = (opts.disable_cache, &opts.tmpdir)
+        && std::fs::symlink_metadata(dir).is_err()
+    {
+        common::bundlesweep::create_marked_dir(dir)?;
     }
     if let Some(path) = sif::sif_path(reference) {
         return run_sif(reference, &path, opts);
