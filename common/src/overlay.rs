@@ -249,7 +249,13 @@ fn try_lock_work(top: &TrustedDir, exclusive: bool) -> Result<Option<File>> {
     }
 }
 
-/// `flock` the directory without waiting; `None` when another process holds a conflicting lock.
+/// How long a lock held by someone else is waited for before the directory counts as in use:
+/// a run that has just ended can leave a process holding the descriptor for a moment (the
+/// shim's watchdog exits just after the shim), and back-to-back runs must not fail on it.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `flock` the directory, waiting at most [`LOCK_GRACE`]; `None` when another process holds a
+/// conflicting lock all that time.
 fn lock(dir: &TrustedDir, exclusive: bool) -> Result<Option<File>> {
     let fd = rustix::fs::openat(
         dir.fd(),
@@ -259,16 +265,22 @@ fn lock(dir: &TrustedDir, exclusive: bool) -> Result<Option<File>> {
     )
     .with_context(|| format!("cannot open {}", dir.path().display()))?;
     let f = File::from(fd);
-    let r = if exclusive {
-        f.try_lock()
-    } else {
-        f.try_lock_shared()
-    };
-    match r {
-        Ok(()) => Ok(Some(f)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", dir.path().display()))
+    let start = std::time::Instant::now();
+    loop {
+        let r = if exclusive {
+            f.try_lock()
+        } else {
+            f.try_lock_shared()
+        };
+        match r {
+            Ok(()) => return Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_GRACE => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", dir.path().display()));
+            }
         }
     }
 }
@@ -407,7 +419,14 @@ mod tests {
         assert_eq!(a.lowers, [dir.join("upper")]);
         assert!(open(&item).is_err(), "a writer while the layer is read");
         drop((a, b));
+        // A holder that lets go within the grace (a run that has just ended) is waited for.
+        let held = open(&item).unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
         assert!(open(&item).is_ok());
+        t.join().unwrap();
     }
 
     #[test]
