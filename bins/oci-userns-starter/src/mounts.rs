@@ -169,6 +169,34 @@ mod tests {
     }
 
     #[test]
+    fn overlay_directories_alone_put_the_layers_over_the_private_rootfs() {
+        let d = tempfile::tempdir().unwrap();
+        let b = d.path().join("b");
+        let ov = d.path().join("ov");
+        std::fs::create_dir_all(b.join("rootfs")).unwrap();
+        std::fs::create_dir(&ov).unwrap();
+        let dirs = [common::overlay::OverlayDir {
+            dir: ov.clone(),
+            read_only: false,
+        }];
+        std::fs::write(
+            b.join(common::overlay::BUNDLE_FILE),
+            serde_json::to_vec(&dirs).unwrap(),
+        )
+        .unwrap();
+        let plan = OverlayPlan::for_bundle(&b).unwrap().unwrap();
+        assert_eq!(
+            plan.base, plan.target,
+            "the private tree is its own lower layer"
+        );
+        let layers = plan.layers.as_ref().unwrap();
+        assert_eq!(layers.upper_work, Some((ov.join("upper"), ov.join("work"))));
+        // The plan holds the writable directory's lock.
+        let e = format!("{:#}", OverlayPlan::for_bundle(&b).unwrap_err());
+        assert!(e.contains("in use"), "{e}");
+    }
+
+    #[test]
     fn comma_in_path_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let b = d.path().join("a,b");
