@@ -2,10 +2,10 @@
 //!
 //! Unprivileged with subordinate IDs, the ID maps must be written by the setuid helpers
 //! newuidmap/newgidmap from *outside* the new user namespace (a setuid binary run from inside an
-//! unmapped namespace gains nothing). The starter therefore forks one short-lived helper before
-//! it unshares: the main process unshares, tells the helper through a pipe, the helper runs
-//! `newuidmap <pid> ...` and `newgidmap <pid> ...` on the main process and exits, and the main
-//! process reaps it. The main process then *is* the process that goes on to exec PROG, so no
+//! unmapped namespace gains nothing). The starter therefore forks two short-lived helpers before
+//! it unshares: the main process unshares, tells them through a pipe, one becomes
+//! `newuidmap <pid> ...` and the other `newgidmap <pid> ...` on the main process, and the main
+//! process reaps both. The main process then *is* the process that goes on to exec PROG, so no
 //! parent stays behind.
 //!
 //! Supplementary groups: the starter itself never calls setgroups, and with newgidmap
@@ -60,7 +60,7 @@ pub fn enter() -> Result<Entered> {
             newuidmap,
             newgidmap,
         } => {
-            let helper = MapHelper::fork(vec![
+            let helpers = MapHelpers::fork(vec![
                 (
                     newuidmap,
                     common::subid::outer_map(uid, Some(uids)),
@@ -73,7 +73,7 @@ pub fn enter() -> Result<Entered> {
                 ),
             ])?;
             let unshared = unshare_user_and_mount();
-            helper.finish(unshared.is_ok())?;
+            helpers.finish(unshared.is_ok())?;
             unshared?;
         }
     }
@@ -134,68 +134,82 @@ pub fn helper_args(pid: u32, map: &[IdMapEntry]) -> Vec<OsString> {
     v
 }
 
-/// The forked helper that writes the maps once the main process has unshared.
-struct MapHelper {
-    pid: Pid,
+/// The forked helpers that write the maps once the main process has unshared: one child per
+/// map, each exec'ing its setuid program itself. The uid and gid maps are independent files, so
+/// newuidmap and newgidmap run side by side, and no intermediate process stands between them and
+/// the starter: on a loaded machine every extra process is one more wait for a CPU.
+struct MapHelpers {
+    children: Vec<(Pid, &'static str)>,
     go: Option<OwnedFd>,
 }
 
 type HelperJob = (std::path::PathBuf, Vec<IdMapEntry>, &'static str);
 
-impl MapHelper {
-    fn fork(jobs: Vec<HelperJob>) -> Result<MapHelper> {
+impl MapHelpers {
+    fn fork(jobs: Vec<HelperJob>) -> Result<MapHelpers> {
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .context("cannot create a pipe for the ID-map helper")?;
-        let parent = std::process::id();
-        // SAFETY: the starter is single-threaded; the child only reads a pipe, runs two programs
-        // and _exits.
-        match unsafe { nix::unistd::fork() }.context("cannot fork the ID-map helper")? {
-            ForkResult::Child => {
-                drop(wr);
-                let code = helper_main(rd, parent, &jobs);
-                // SAFETY: _exit skips the parent's atexit handlers and buffered output.
-                unsafe { libc::_exit(code) }
-            }
-            ForkResult::Parent { child } => {
-                drop(rd);
-                Ok(MapHelper {
-                    pid: child,
-                    go: Some(wr),
-                })
+            .context("cannot create a pipe for the ID-map helpers")?;
+        let target = std::process::id();
+        let mut helpers = MapHelpers {
+            children: Vec::with_capacity(jobs.len()),
+            go: Some(wr),
+        };
+        for (prog, map, name) in &jobs {
+            // SAFETY: the starter is single-threaded; the child only reads a pipe and execs.
+            match unsafe { nix::unistd::fork() } {
+                Ok(ForkResult::Child) => {
+                    drop(helpers.go.take());
+                    let code = helper_main(&rd, prog, name, &helper_args(target, map));
+                    // SAFETY: _exit skips the parent's atexit handlers and buffered output.
+                    unsafe { libc::_exit(code) }
+                }
+                Ok(ForkResult::Parent { child }) => helpers.children.push((child, *name)),
+                Err(e) => {
+                    // Dropping `helpers` tells the children already forked to give up.
+                    helpers.finish(false)?;
+                    return Err(e).context("cannot fork the ID-map helper");
+                }
             }
         }
+        drop(rd);
+        Ok(helpers)
     }
 
-    /// Tell the helper to write the maps (or to give up, when unsharing failed), and reap it.
+    /// Tell the helpers to write the maps (or to give up, when unsharing failed), and reap them.
     fn finish(mut self, go: bool) -> Result<()> {
         let wr = self.go.take().expect("helper pipe");
         if go {
-            nix::unistd::write(&wr, b"1").context("cannot signal the ID-map helper")?;
+            // One byte for each helper: each takes one and goes.
+            let bytes = vec![b'1'; self.children.len()];
+            nix::unistd::write(&wr, &bytes).context("cannot signal the ID-map helpers")?;
         }
         drop(wr);
-        let status = loop {
-            match nix::sys::wait::waitpid(self.pid, None) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                other => break other.context("cannot wait for the ID-map helper")?,
+        let mut failed = None;
+        for (pid, name) in std::mem::take(&mut self.children) {
+            let status = loop {
+                match nix::sys::wait::waitpid(pid, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other.context("cannot wait for the ID-map helper")?,
+                }
+            };
+            if go && failed.is_none() && status != nix::sys::wait::WaitStatus::Exited(pid, 0) {
+                failed = Some((name, status));
             }
-        };
-        match status {
-            nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
-            _ if !go => Ok(()),
-            nix::sys::wait::WaitStatus::Exited(_, 2) => {
-                bail!("newuidmap failed to write the uid map (see its message above)")
+        }
+        match failed {
+            None => Ok(()),
+            Some((name, nix::sys::wait::WaitStatus::Exited(_, _))) => {
+                let which = if name == "newgidmap" { "gid" } else { "uid" };
+                bail!("{name} failed to write the {which} map (see its message above)")
             }
-            nix::sys::wait::WaitStatus::Exited(_, 3) => {
-                bail!("newgidmap failed to write the gid map (see its message above)")
-            }
-            other => bail!("the ID-map helper failed ({other:?})"),
+            Some((name, other)) => bail!("{name} failed ({other:?})"),
         }
     }
 }
 
-/// Body of the helper child: wait for the go byte, then run each helper program. Exit codes:
-/// 0 done, 1 told to give up, 2 newuidmap failed, 3 newgidmap failed.
-fn helper_main(rd: OwnedFd, target: u32, jobs: &[HelperJob]) -> i32 {
+/// Body of a helper child: wait for its go byte, then become the map program. Exits 1 when told
+/// to give up (no byte), 127 when the program cannot be run.
+fn helper_main(rd: &OwnedFd, prog: &Path, name: &str, args: &[OsString]) -> i32 {
     let mut b = [0u8; 1];
     let n = loop {
         // SAFETY: reading into a one-byte stack buffer from an owned fd.
@@ -208,30 +222,10 @@ fn helper_main(rd: OwnedFd, target: u32, jobs: &[HelperJob]) -> i32 {
     if n != 1 {
         return 1;
     }
-    // The uid and gid maps are independent files: newuidmap and newgidmap run side by side
-    // (each is a setuid program that parses /etc/sub[ug]id, about a millisecond apiece).
-    let started: Vec<_> = jobs
-        .iter()
-        .map(|(prog, map, name)| start_helper(prog, name, &helper_args(target, map)))
-        .collect();
-    let mut code = 0;
-    for (i, child) in started.into_iter().enumerate() {
-        let ok = child.is_some_and(|mut c| c.wait().is_ok_and(|s| s.success()));
-        if !ok && code == 0 {
-            code = 2 + i as i32;
-        }
-    }
-    code
-}
-
-fn start_helper(prog: &Path, name: &str, args: &[OsString]) -> Option<std::process::Child> {
-    match std::process::Command::new(prog).args(args).spawn() {
-        Ok(c) => Some(c),
-        Err(e) => {
-            eprintln!("FATAL: {}: cannot run {name}: {e}", common::cli::program());
-            None
-        }
-    }
+    use std::os::unix::process::CommandExt;
+    let e = std::process::Command::new(prog).args(args).exec();
+    eprintln!("FATAL: {}: cannot run {name}: {e}", common::cli::program());
+    127
 }
 
 #[cfg(test)]
