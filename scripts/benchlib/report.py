@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 
+from . import history
 from .build import release_text
 from .config import MEASURES, REPO
 from .proc import log
@@ -72,20 +73,26 @@ class Goal:
     def __init__(self, kind, k, anchor=None, text=None):
         self.kind, self.k, self.anchor, self.text = kind, k, anchor, text
 
+    def value(self, ours, anchors):
+        """The figure compared with k (ours/anchor, anchor/ours, or ours), or None."""
+        if not ours.ok:
+            return None
+        o = ours.value()
+        if self.kind in ("below", "atmost"):
+            return o
+        a = anchors.get(self.anchor)
+        if a is None or not a.ok:
+            return None
+        return o / a.value() if self.kind == "ratio" else a.value() / o
+
     def evaluate(self, ours, anchors):
         if not ours.ok:
             return "n/a (ours not runnable)"
-        o = ours.value()
-        if self.kind in ("below", "atmost"):
-            ok = o < self.k if self.kind == "below" else o <= self.k
-            return "PASS" if ok else "FAIL"
-        a = anchors.get(self.anchor)
-        if a is None or not a.ok:
+        v = self.value(ours, anchors)
+        if v is None:
             return f"n/a ({self.anchor} not runnable)"
-        ratio = o / a.value()
-        if self.kind == "ratio":
-            return "PASS" if ratio <= self.k else "FAIL"
-        return "PASS" if a.value() / o >= self.k else "FAIL"
+        ok = {"below": v < self.k, "atmost": v <= self.k, "ratio": v <= self.k}.get(self.kind, v >= self.k)
+        return "PASS" if ok else "FAIL"
 
 
 class Row:
@@ -194,27 +201,33 @@ def source_version():
     return head + (" + uncommitted changes" if dirty else "")
 
 
-def load_text():
+def load_facts():
+    """The load now: (text for the results file, numbers for the history)."""
     la = os.getloadavg()
     p = cpu_pressure()
     s = f"loadavg {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}"
+    numbers = {"loadavg": [round(x, 2) for x in la]}
     if p:
         s += f", CPU pressure some avg10={p.get('avg10')}% avg60={p.get('avg60')}%"
-    return s
+        numbers["cpu_some_avg10"] = float(p.get("avg10", "nan"))
+    return s, numbers
 
 
 def report(opts, bench, facts, load_before, elapsed):
+    """The table to stdout and the results file; one line to the history (load_before is
+    load_facts() from before the run)."""
     table = render_table(bench.rows)
     passed, failed, na = summary_counts(bench.rows)
-    load_after = load_text()
+    load_after = load_facts()
+    source = source_version()
     head = (
         f"# singularity-oci benchmarks\n\n"
         f"* date: {facts['date']}\n"
         f"* machine: {facts['host']}, kernel {facts['kernel']}, {facts['cpu']}, {facts['cores']} cores\n"
-        f"* source: {source_version()}; {release_text()}\n"
+        f"* source: {source}; {release_text()}\n"
         f"* tools: {tool_versions()}\n"
-        f"* load before: {load_before}\n"
-        f"* load after: {load_after}\n"
+        f"* load before: {load_before[0]}\n"
+        f"* load after: {load_after[0]}\n"
         f"* command: `scripts/bench {' '.join(sys.argv[1:])}`; runs per command: "
         f"{bench.n(False)} light, {bench.n(True)} heavy; measuring took {elapsed:.0f} s\n"
         f"* goals: {passed} PASS, {failed} FAIL, {na} n/a\n\n"
@@ -237,6 +250,10 @@ def report(opts, bench, facts, load_before, elapsed):
         log(f"and to {latest}")
     if opts.readme:
         update_readme(text)
+    # The history keeps complete runs (every measure) only, so its points compare.
+    if not opts.no_history and set(opts.only) == set(MEASURES):
+        runs = {"light": bench.n(False), "heavy": bench.n(True)}
+        history.append(history.record(facts, source, load_before, load_after, opts, runs, elapsed, bench.rows))
 
 
 README_BEGIN = "<!-- bench:begin (scripts/bench --readme writes between these markers) -->"
