@@ -6,7 +6,7 @@ import subprocess
 import tempfile
 import time
 
-from .config import BIN
+from .config import BIN, DELETED_STAMP, INODE_RECENCY
 from .fixtures import build_big, build_bundle_rootfs, build_busybox
 from .proc import CLEANUP, base_env, bench_alive, check, fresh_dir, log, remove_tree, timed
 from .report import Series
@@ -36,20 +36,38 @@ class Session:
     def remove_scratch(self):
         log(f"removing {self.scratch} (slow: the disk mounts with discard)")
         remove_tree(self.scratch)
-        # Let the discards finish now rather than slow down whatever runs next.
+        self.deleted_now()
+
+    def deleted_now(self):
+        """After deleting trees: let the discards finish now rather than slow down whatever runs
+        next, and note the time for settle_after_deletes (the next run's too)."""
         subprocess.run(["sync"])
+        with open(os.path.join(self.work, DELETED_STAMP), "w") as f:
+            f.write(f"{time.time()}\n")
+
+    def settle_after_deletes(self):
+        """Wait until inodes this bench freed are old enough to be reused (INODE_RECENCY):
+        before that, every file a cold measure creates costs a search past them."""
+        try:
+            with open(os.path.join(self.work, DELETED_STAMP)) as f:
+                when = float(f.read().strip())
+        except (OSError, ValueError):
+            return
+        wait = when + INODE_RECENCY - time.time()
+        if wait > 0:
+            log(f"waiting {wait:.0f} s: trees deleted {INODE_RECENCY - wait:.0f} s ago slow down file creation on this disk")
+            time.sleep(wait)
 
     def remove_leftovers(self):
-        """Scratch trees of an earlier run that was killed before it could clean up. Deleting
-        them slows the disk down for a while (discard), so give it a moment afterwards."""
+        """Scratch trees of an earlier run that was killed before it could clean up (deleting
+        them slows file creation down for a while: settle_after_deletes waits for that)."""
         old = [e for e in os.listdir(self.work) if e.startswith("run.") and not bench_alive(e)]
         if not old:
             return
-        log(f"removing {len(old)} leftover scratch dir(s) of an earlier run, then letting the disk settle")
+        log(f"removing {len(old)} leftover scratch dir(s) of an earlier run")
         for e in old:
             remove_tree(os.path.join(self.work, e))
-        subprocess.run(["sync"])
-        time.sleep(5)
+        self.deleted_now()
 
     def n(self, heavy):
         if self.opts.runs:
