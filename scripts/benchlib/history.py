@@ -5,6 +5,7 @@ values), and `scripts/bench --plot` draws each goal's value over time against it
 import datetime
 import json
 import os
+import re
 import sys
 
 from .config import REPO
@@ -86,10 +87,16 @@ def read(path=HISTORY):
     return entries
 
 
+def measure_key(measure):
+    """A row's name without the parenthesised facts that change with the fixtures or the run
+    count ("(4 layers, 130 MB gz)", "(max of 5 runs)"), so one measure stays one series."""
+    return re.sub(r"\s*\([^()]*\d[^()]*\)", "", measure).strip()
+
+
 def series(entries):
-    """{(measure, kind, anchor): [(date, value, k, goal text, unit, seeded)]} over every entry,
-    oldest first. A goal keeps its series when its threshold or wording changes (k and the text
-    are kept per point)."""
+    """{(measure, kind, anchor): [(date, value, k, goal text, unit, seeded, row name)]} over
+    every entry, oldest first. A goal keeps its series when its threshold, its wording or the
+    facts in its row's name change (those are kept per point)."""
     out = {}
     for e in sorted(entries, key=lambda e: e["date"]):
         when = datetime.datetime.fromisoformat(e["date"])
@@ -97,8 +104,8 @@ def series(entries):
             for g in row["goals"]:
                 if g.get("value") is None:
                     continue
-                out.setdefault((row["measure"], g["kind"], g["anchor"]), []).append(
-                    (when, g["value"], g["k"], g["goal"], row.get("unit", "time"), bool(e.get("seeded")))
+                out.setdefault((measure_key(row["measure"]), g["kind"], g["anchor"]), []).append(
+                    (when, g["value"], g["k"], g["goal"], row.get("unit", "time"), bool(e.get("seeded")), row["measure"])
                 )
     return out
 
@@ -154,7 +161,7 @@ def plot(path=HISTORY, out=PLOT):
         for i in range(len(pts) - 1):
             if ks[i] != ks[-1]:
                 ax.hlines(ks[i], whens[i], whens[i + 1], color="tab:red", linestyle=":", linewidth=1)
-        ax.set_title(f"{key[0]}\n{pts[-1][3]}", fontsize=8)
+        ax.set_title(f"{pts[-1][6]}\n{pts[-1][3]}", fontsize=8)
         ax.set_ylabel(axis_label(key[1], pts[-1][4]), fontsize=7)
         ax.tick_params(labelsize=6)
         ax.set_ylim(0, 1.15 * max([p[1] for p in pts] + ks))
