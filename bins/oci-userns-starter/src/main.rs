@@ -12,6 +12,7 @@
 //! * `--overlay BUNDLE`: the overlay over the read-only cached rootfs, with a tmpfs upper or
 //!   the bundle's persistent overlay directory (`overlays.json`).
 
+mod mountpoints;
 mod mounts;
 mod userns;
 

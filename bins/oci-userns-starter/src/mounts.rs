@@ -81,6 +81,9 @@ impl OverlayPlan {
             Some(uw) => uw,
             None => self.mount_scratch(tmpfs_mib)?,
         };
+        if in_userns {
+            self.prepare_mount_points(&upper)?;
+        }
         let data = overlay_options(&lowers, &upper, &work, in_userns);
         mount(
             Some("overlay"),
@@ -97,6 +100,18 @@ impl OverlayPlan {
         })?;
         if let Some(l) = self.layers {
             l.hold_across_exec()?;
+        }
+        Ok(())
+    }
+
+    /// The directories of the image tree the runtime must create mount points in but cannot
+    /// write, made in the upper layer (`crate::mountpoints`).
+    fn prepare_mount_points(&self, upper: &Path) -> Result<()> {
+        let Some(bundle) = self.target.parent() else {
+            return Ok(());
+        };
+        for dest in crate::mountpoints::destinations(&bundle.join("config.json"))? {
+            crate::mountpoints::prepare(&self.base, upper, &dest)?;
         }
         Ok(())
     }

@@ -258,6 +258,55 @@ fn sandboxes_others_could_swap_are_refused() {
     }
 }
 
+/// A sandbox that root made (a site's shared image directory) runs for a user: the runtime
+/// creates the mount points the tree lacks (the user's home, a bind's destination) in
+/// directories the user cannot write, which the starter prepares in the overlay's upper layer.
+#[test]
+fn a_sandbox_root_made_runs_for_users() {
+    // runc has no unprivileged default without subordinate IDs (one FATAL, tested elsewhere).
+    let runnable = |c: &Ctx| !(c.profile == Profile::UserNoSubids && c.rt == Rt::Runc);
+    for ctx in matrix_with(&[Profile::User, Profile::UserNoSubids])
+        .into_iter()
+        .filter(runnable)
+    {
+        let sif = sif_fixture("busybox");
+        let sb = ctx.dir().join("root-made");
+        let made = std::process::Command::new("unsquashfs")
+            .args([
+                "-quiet",
+                "-no-progress",
+                "-o",
+                &partition_offset(&sif),
+                "-d",
+            ])
+            .arg(&sb)
+            .arg(&sif)
+            .status()
+            .expect("unsquashfs runs");
+        assert!(made.success());
+        std::fs::set_permissions(&sb, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let data = ctx.mkdir("data");
+        ctx.write_file("data/in", "from the host\n");
+        let bind = format!("{}:/etc/extra/data", data.display());
+        let out = ctx.front(&[
+            "exec",
+            "--bind",
+            &bind,
+            sb.to_str().unwrap(),
+            "sh",
+            "-c",
+            "echo written > \"$HOME/f\" && cat \"$HOME/f\" /etc/extra/data/in && stat -c %U /bin/busybox",
+        ]);
+        out.assert_success()
+            .assert_stdout_contains("written\nfrom the host\n");
+        // The image's own files keep their owner (root is outside the user's namespace).
+        let owner = out.stdout.lines().last().unwrap_or_default().to_string();
+        let user = ctx.profile.user_name().unwrap_or_default();
+        assert!(owner != user, "[{}] busybox shows as {owner}", ctx.name);
+        ctx.assert_no_leftovers();
+    }
+}
+
 /// `inspect` reads SingularityCE's metadata from `/.singularity.d` (and `/scif/apps`) of a
 /// native SIF and of a sandbox, in SingularityCE's text and JSON forms; a link in the image
 /// that points out of it is resolved inside the tree.
