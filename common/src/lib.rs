@@ -15,6 +15,7 @@ pub mod fds;
 pub mod fsutil;
 pub mod identity;
 pub mod inspect;
+pub mod instance;
 pub mod lifecycle;
 pub mod mountns;
 pub mod overlay;

@@ -28,16 +28,19 @@ pub enum Kind {
     Container,
     /// What the cache holds (`oci-fetch --list-cache`).
     Cache,
+    /// The caller's instances (`oci-instance list`).
+    Instances,
 }
 
 impl Kind {
     /// Every kind, so a test can check each has its schema.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Image,
         Kind::Rootfs,
         Kind::Bundle,
         Kind::Container,
         Kind::Cache,
+        Kind::Instances,
     ];
 
     /// The name as it appears in JSON.
@@ -48,6 +51,7 @@ impl Kind {
             Kind::Bundle => "bundle",
             Kind::Container => "container",
             Kind::Cache => "cache",
+            Kind::Instances => "instances",
         }
     }
 }
@@ -226,10 +230,16 @@ pub struct ContainerRecord {
     pub runtime: PathBuf,
     /// The runtime's `--root`.
     pub runtime_root: PathBuf,
+    /// The container log (k8s-file), or with `passthrough` the file that is the container's
+    /// stdout.
     pub log_path: PathBuf,
     pub log_format: LogFormat,
-    /// conmon's attach socket (conmon puts it in the bundle).
-    pub attach_socket: PathBuf,
+    /// With `passthrough`: the file that is the container's stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_log_path: Option<PathBuf>,
+    /// conmon's attach socket (conmon puts it in the bundle); none with `passthrough`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_socket: Option<PathBuf>,
     /// Where conmon writes the exit status.
     pub exit_file: PathBuf,
     /// Whether the container has a terminal (`process.terminal` of the bundle).
@@ -292,6 +302,75 @@ impl CacheRecord {
     }
 }
 
+/// One instance: a named background container (`oci-instance start`), as kept in its state
+/// directory (`instance.json`) and listed by `oci-instance list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    pub name: String,
+    /// The container's first process (its init), as the runtime wrote it.
+    pub pid: i32,
+    /// The conmon monitor.
+    pub conmon_pid: i32,
+    /// The image as the user named it.
+    pub image: String,
+    /// When the instance started: seconds since the epoch, and the same as RFC 3339 UTC.
+    pub started: u64,
+    pub start_time: String,
+    /// The runtime executable and its `--root`.
+    pub runtime: PathBuf,
+    pub runtime_root: PathBuf,
+    pub bundle: PathBuf,
+    /// `DEV:INO` of the bundle: `stop` removes only that directory.
+    pub bundle_inode: String,
+    pub state_dir: PathBuf,
+    /// The files the instance's stdout and stderr go to (kept after `stop`).
+    pub log_out_path: PathBuf,
+    pub log_err_path: PathBuf,
+}
+
+/// Whether a listed instance still runs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceStatus {
+    Running,
+    /// Its first process has ended; `stop` removes what is left.
+    Exited,
+}
+
+/// An instance as `oci-instance list` sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedInstance {
+    #[serde(flatten)]
+    pub instance: Instance,
+    pub status: InstanceStatus,
+    /// The exit status (128+N for signal N) once conmon recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+}
+
+/// The caller's instances (`oci-instance list`); `singularity-oci instance list` renders it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct InstancesRecord {
+    pub schema_version: u32,
+    /// Always [`Kind::Instances`].
+    pub kind: Kind,
+    /// Sorted by name.
+    pub instances: Vec<ListedInstance>,
+}
+
+impl InstancesRecord {
+    pub fn new(instances: Vec<ListedInstance>) -> Self {
+        InstancesRecord {
+            schema_version: SCHEMA_VERSION,
+            kind: Kind::Instances,
+            instances,
+        }
+    }
+}
+
 /// A container's status, with the runtime-spec state names.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -304,13 +383,17 @@ pub enum ContainerStatus {
     Paused,
 }
 
-/// The container log's format: conmon writes only the CRI one to a file.
+/// The container log's format: conmon writes only the CRI one to a file, or hands the
+/// container its own stdout and stderr (its `passthrough` driver).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub enum LogFormat {
     /// One `TIME STREAM F|P TEXT` line per record.
     #[default]
     #[serde(rename = "k8s-file")]
     K8sFile,
+    /// The container writes its stdout and stderr straight into two files (no attach socket).
+    #[serde(rename = "passthrough")]
+    Passthrough,
 }
 
 impl ImageRecord {
@@ -453,7 +536,8 @@ impl ContainerRecord {
             conmon_pid,
             log_path: place.state_dir.join(CONTAINER_LOG),
             log_format: LogFormat::K8sFile,
-            attach_socket: place.bundle.join(ATTACH_SOCKET),
+            error_log_path: None,
+            attach_socket: Some(place.bundle.join(ATTACH_SOCKET)),
             exit_file: place.state_dir.join(EXIT_FILE),
             terminal: false,
             pid_file: None,
@@ -489,6 +573,7 @@ record_kind! {
     BundleRecord => Kind::Bundle,
     ContainerRecord => Kind::Container,
     CacheRecord => Kind::Cache,
+    InstancesRecord => Kind::Instances,
 }
 
 /// Largest record a stage accepts (records are small; this stops a stray binary on stdin).

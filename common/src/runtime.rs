@@ -33,6 +33,21 @@ pub fn which_in(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
     which_in_dirs(name, std::env::split_paths(path))
 }
 
+/// A sibling stage of the running executable (as the front finds its stages), else the one
+/// `which` finds.
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let here = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file());
+    here.or_else(|| which(name)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{name} not found beside {} or on PATH",
+            crate::cli::program()
+        )
+    })
+}
+
 fn which_in_dirs(name: &str, dirs: impl Iterator<Item = PathBuf>) -> Option<PathBuf> {
     if name.is_empty() || name.contains('/') {
         return None;

@@ -17,6 +17,7 @@ STAGES = [
     "oci-conmon-create",
     "oci-attach",
     "oci-cgroup-fix",
+    "oci-instance",
 ]
 TEST_USER = "sioci-tester"
 MiB = 1024 * 1024

@@ -30,6 +30,9 @@ pub struct Plan {
     pub bundle: PathBuf,
     pub state_dir: PathBuf,
     pub log_path: PathBuf,
+    /// The container's stdout and stderr files: conmon's `passthrough` driver hands them to
+    /// the container itself (no k8s-file log, no attach socket, no relay through conmon).
+    pub passthrough: Option<(std::fs::File, std::fs::File)>,
     pub terminal: bool,
     pub timeout: Duration,
     pub helpers: Helpers,
@@ -75,21 +78,11 @@ impl Helpers {
             runtime.kind == RuntimeKind::Crun && common::lifecycle::cgroupfix::host_needs_fix();
         Ok(Helpers {
             cgroup_fix: fix_needed
-                .then(|| beside_us("oci-cgroup-fix"))
+                .then(|| common::runtime::sibling("oci-cgroup-fix"))
                 .transpose()?,
-            shim: beside_us("oci-runtime-shim")?,
+            shim: common::runtime::sibling("oci-runtime-shim")?,
         })
     }
-}
-
-/// A sibling executable of this one, else the one on PATH.
-fn beside_us(name: &str) -> Result<PathBuf> {
-    let here = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join(name)))
-        .filter(|p| p.is_file());
-    here.or_else(|| common::runtime::which(name))
-        .with_context(|| format!("{name} not found beside oci-conmon-create or on PATH"))
 }
 
 /// The runtime as conmon must call it: crun on a hybrid-cgroup host goes through the
@@ -128,6 +121,11 @@ fn conmon_args(plan: &Plan) -> Vec<String> {
     for ra in runtime_args {
         a.push(format!("--runtime-arg={ra}"));
     }
+    if plan.passthrough.is_some() {
+        // The runtime's stderr is the container's file then: its own words also go to its log,
+        // read back when conmon reports a failure without them.
+        a.push(format!("--runtime-arg=--log={}", p(files::RUNTIME_LOG)));
+    }
     a.extend([
         "--bundle".into(),
         plan.bundle.to_string_lossy().into_owned(),
@@ -139,7 +137,11 @@ fn conmon_args(plan: &Plan) -> Vec<String> {
         "--persist-dir".into(),
         sd.to_string_lossy().into_owned(),
         "--log-path".into(),
-        format!("k8s-file:{}", plan.log_path.display()),
+        if plan.passthrough.is_some() {
+            "passthrough".into()
+        } else {
+            format!("k8s-file:{}", plan.log_path.display())
+        },
         "--exit-command".into(),
         plan.helpers.shim.to_string_lossy().into_owned(),
     ]);
@@ -155,15 +157,12 @@ fn conmon_args(plan: &Plan) -> Vec<String> {
         a.extend(["--exit-command-arg".into(), arg]);
     }
     // A terminal is a console socket handed to the runtime; otherwise stdout/stderr are pipes
-    // and stdin is kept open for oci-attach.
-    a.push(
-        if plan.terminal {
-            "--terminal"
-        } else {
-            "--stdin"
-        }
-        .into(),
-    );
+    // and stdin is kept open for oci-attach (passthrough: the container's stdin is /dev/null).
+    if plan.terminal {
+        a.push("--terminal".into());
+    } else if plan.passthrough.is_none() {
+        a.push("--stdin".into());
+    }
     a
 }
 
@@ -244,14 +243,21 @@ pub fn run(plan: &Plan) -> Result<Created> {
     let args = conmon_args(plan);
     common::cli::debug(format!("{} {}", plan.conmon.display(), args.join(" ")));
 
+    let (stdout, stderr) = match &plan.passthrough {
+        Some((out, err)) => (
+            Stdio::from(out.try_clone().context("cannot pass the stdout file")?),
+            Stdio::from(err.try_clone().context("cannot pass the stderr file")?),
+        ),
+        None => (Stdio::null(), Stdio::piped()),
+    };
     let mut cmd = Command::new(&plan.conmon);
     cmd.args(&args)
         .env_clear()
         .envs(conmon_env())
         .current_dir(&plan.bundle)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
         // Its own process group: a ^C meant for the caller must not reach conmon before it
         // has detached into its own session.
         .process_group(0);
@@ -383,6 +389,12 @@ fn interpret(line: &[u8], conmon_err: &str, plan: &Plan) -> Result<i32> {
     if text.is_empty() {
         let why = significant_conmon_lines(conmon_err);
         if why.is_empty() {
+            if let Some((_, err)) = &plan.passthrough {
+                bail!(
+                    "container creation failed: conmon exited without a report (its own words are in the stderr file{})",
+                    file_name_of(err)
+                );
+            }
             bail!(
                 "container creation failed: conmon exited without a report (is '{rt}' usable here? try SINGULARITY_DEBUG=1)"
             );
@@ -399,8 +411,23 @@ fn interpret(line: &[u8], conmon_err: &str, plan: &Plan) -> Result<i32> {
         Some(m) if !m.trim().is_empty() => {
             bail!("{rt}: {}", common::lifecycle::error::all_messages(m))
         }
-        _ => bail!("container creation failed ({rt} gave no message)"),
+        _ => {
+            let logged = std::fs::read_to_string(plan.state_dir.join(files::RUNTIME_LOG))
+                .ok()
+                .and_then(|t| common::lifecycle::error::last_message(&t));
+            match logged {
+                Some(m) => bail!("{rt}: {m}"),
+                None => bail!("container creation failed ({rt} gave no message)"),
+            }
+        }
     }
+}
+
+/// ` FILE` for an open file, from /proc (empty when unknown).
+fn file_name_of(f: &std::fs::File) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default()
 }
 
 /// conmon's own stderr has noise (`oom_score_adj` when CAP_SYS_RESOURCE is missing); keep the
@@ -458,6 +485,7 @@ mod tests {
             bundle: "/b".into(),
             state_dir: "/run/r/containers/c1".into(),
             log_path: "/l".into(),
+            passthrough: None,
             terminal: false,
             timeout: Duration::from_secs(1),
             helpers: Helpers {
@@ -505,6 +533,21 @@ mod tests {
             values(&a, "--exit-command-arg"),
             ["--root", "/run/r", "conmon-exited", "--bundle", "/b", "c1"]
         );
+    }
+
+    #[test]
+    fn passthrough_hands_over_the_files_and_logs_the_runtime() {
+        let d = tempfile::tempdir().unwrap();
+        let f = || std::fs::File::create(d.path().join("f")).unwrap();
+        let mut p = plan(None);
+        p.passthrough = Some((f(), f()));
+        let a = conmon_args(&p);
+        assert_eq!(values(&a, "--log-path"), ["passthrough"]);
+        assert!(!a.iter().any(|x| x == "--stdin"));
+        assert!(a.contains(&"--runtime-arg=--log=/run/r/containers/c1/runtime.log".to_string()));
+        let a = conmon_args(&plan(None));
+        assert_eq!(values(&a, "--log-path"), ["k8s-file:/l"]);
+        assert!(a.iter().any(|x| x == "--stdin"));
     }
 
     #[test]

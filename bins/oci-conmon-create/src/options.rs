@@ -12,6 +12,8 @@ pub struct Options {
     pub id: String,
     pub bundle: PathBuf,
     pub log_path: Option<PathBuf>,
+    /// `--stdout F --stderr F`: the container's own output files (conmon's passthrough).
+    pub output: Option<(PathBuf, PathBuf)>,
     pub pid_file: Option<PathBuf>,
     pub runtime: Option<String>,
     pub root: Option<PathBuf>,
@@ -28,6 +30,8 @@ pub fn parse(args: common::cli::Args) -> Result<Options> {
     let log_path: Option<PathBuf> = opts.opt_value_from_str(["-l", "--log-path"])?;
     let log_format: Option<String> = opts.opt_value_from_str("--log-format")?;
     let pid_file: Option<PathBuf> = opts.opt_value_from_str("--pid-file")?;
+    let stdout: Option<PathBuf> = opts.opt_value_from_str("--stdout")?;
+    let stderr: Option<PathBuf> = opts.opt_value_from_str("--stderr")?;
     let runtime: Option<String> = opts.opt_value_from_str("--runtime")?;
     let root: Option<PathBuf> = opts.opt_value_from_str("--root")?;
     let timeout: Option<u64> = opts.opt_value_from_str("--timeout")?;
@@ -37,6 +41,18 @@ pub fn parse(args: common::cli::Args) -> Result<Options> {
         bail!("--bundle is required");
     };
     check_log_format(log_format.as_deref())?;
+    let output = match (stdout, stderr) {
+        (None, None) => None,
+        (Some(o), Some(e)) => {
+            if log_path.is_some() || log_format.is_some() {
+                bail!(
+                    "--stdout/--stderr replace the container log: drop --log-path and --log-format"
+                );
+            }
+            Some((o, e))
+        }
+        _ => bail!("--stdout and --stderr go together"),
+    };
     let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT_SECS);
     if timeout == 0 {
         bail!("--timeout must be at least 1 (seconds)");
@@ -45,6 +61,7 @@ pub fn parse(args: common::cli::Args) -> Result<Options> {
         id,
         bundle,
         log_path,
+        output,
         pid_file,
         runtime,
         root,
@@ -108,5 +125,14 @@ mod tests {
         let e = parse_v(&["-b", "/b", "--log-format", "json", "c"]).unwrap_err();
         assert!(e.to_string().contains("k8s-file"), "{e}");
         assert!(parse_v(&["-b", "/b", "--log-format", "kubernetes", "c"]).is_ok());
+        assert!(parse_v(&["-b", "/b", "--stdout", "/o", "c"]).is_err());
+        assert!(
+            parse_v(&[
+                "-b", "/b", "--stdout", "/o", "--stderr", "/e", "-l", "/l", "c"
+            ])
+            .is_err()
+        );
+        let o = parse_v(&["-b", "/b", "--stdout", "/o", "--stderr", "/e", "c"]).unwrap();
+        assert_eq!(o.output, Some(("/o".into(), "/e".into())));
     }
 }

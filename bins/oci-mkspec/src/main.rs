@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const TOOL: Tool = Tool {
     name: "oci-mkspec",
     help: concat!(
-        "Usage: oci-mkspec --bundle DIR [--input FILE|-] [--action exec|run|shell|test] [OPTIONS] [-- CMD [ARG...]]\n",
+        "Usage: oci-mkspec --bundle DIR [--input FILE|-] [--action exec|run|shell|test|start] [OPTIONS] [-- CMD [ARG...]]\n",
         "\n",
         "Read a rootfs record (stdin or --input), write DIR/config.json, DIR/etc/{passwd,group,resolv.conf}\n",
         "and DIR/rootfs, and print one bundle record. Options use SingularityCE's names; each also reads\n",
@@ -221,6 +221,15 @@ fn run(args: cli::Args) -> Result<i32> {
     }
     let config_bytes = serde_json::to_vec_pretty(&built.config_json()?)?;
     let config = w.write("config.json", &config_bytes, 0o644)?;
+    if action == options::Action::Start {
+        // An instance's later exec/run/shell/test build their argv from this.
+        let actions = oci_mkspec::process::instance_actions(opts.app.as_deref(), &image);
+        w.write(
+            common::instance::ACTIONS_FILE,
+            &serde_json::to_vec(&actions)?,
+            0o644,
+        )?;
+    }
     make_workdir_dirs(&built.workdir_dirs)?;
 
     let rec = BundleRecord {

@@ -8,13 +8,16 @@ use anyhow::{Context, Result, bail};
 use pico_args::Arguments;
 use std::path::PathBuf;
 
-/// What the container runs: Singularity's four actions.
+/// What the container runs: Singularity's four actions, and an instance's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Exec,
     Run,
     Shell,
     Test,
+    /// `instance start`: an OCI image's ENTRYPOINT/CMD (as `run`), a Singularity image's
+    /// startscript.
+    Start,
 }
 
 impl Action {
@@ -24,7 +27,8 @@ impl Action {
             "run" => Action::Run,
             "shell" => Action::Shell,
             "test" => Action::Test,
-            _ => bail!("unknown --action '{s}' (expected exec, run, shell or test)"),
+            "start" => Action::Start,
+            _ => bail!("unknown --action '{s}' (expected exec, run, shell, test or start)"),
         })
     }
 }

@@ -35,7 +35,7 @@ pub fn args(
             ));
         }
         let verb = match action {
-            Action::Run | Action::Test => "run",
+            Action::Run | Action::Test | Action::Start => "run",
             Action::Exec => "exec",
             Action::Shell => "shell",
         };
@@ -52,7 +52,7 @@ pub fn args(
             }
             Ok(command.to_vec())
         }
-        Action::Run | Action::Test => {
+        Action::Run | Action::Test | Action::Start => {
             let mut v = image.entrypoint.clone();
             if command.is_empty() {
                 v.extend(image.cmd.iter().cloned());
@@ -67,6 +67,40 @@ pub fn args(
             Ok(v)
         }
     }
+}
+
+/// A stand-in argument, to see where an action puts the user's arguments.
+const MARK: &str = "\u{1}sioci-argument-mark";
+
+/// How each action of an image turns arguments into argv, for `exec`/`run`/`shell`/`test` in a
+/// running instance (written beside its config.json, read by `oci-instance exec`): per action,
+/// `noArgs` is the argv without arguments (null: the action needs some) and `beforeArgs` the
+/// argv the arguments are appended to (null: the action takes none). No init: a process joined
+/// to a running container is never its PID 1.
+pub fn instance_actions(app: Option<&str>, image: &ImageFacts) -> serde_json::Value {
+    let mut quiet = |_| {};
+    let mut out = serde_json::Map::new();
+    for (name, action) in [
+        ("exec", Action::Exec),
+        ("run", Action::Run),
+        ("shell", Action::Shell),
+        ("test", Action::Test),
+    ] {
+        let no_args = args(action, app, image, &[], &mut quiet).ok();
+        let before_args = args(action, app, image, &[MARK.to_string()], &mut quiet)
+            .ok()
+            .and_then(|mut v| {
+                (v.last().map(String::as_str) == Some(MARK)).then(|| {
+                    v.pop();
+                    v
+                })
+            });
+        out.insert(
+            name.to_string(),
+            serde_json::json!({"noArgs": no_args, "beforeArgs": before_args}),
+        );
+    }
+    serde_json::Value::Object(out)
 }
 
 /// The container user.
@@ -218,6 +252,29 @@ mod tests {
         assert_eq!(e(&["P", "A"]), s(&["P", "A"]));
         assert!(args(Action::Exec, None, &img(&["E"], &["C"]), &[], &mut |_| {}).is_err());
         assert!(args(Action::Run, None, &img(&[], &[]), &[], &mut |_| {}).is_err());
+    }
+
+    #[test]
+    fn instance_actions_of_an_oci_image() {
+        let a = instance_actions(None, &img(&["E"], &["C"]));
+        assert_eq!(a["run"]["noArgs"], serde_json::json!(["E", "C"]));
+        assert_eq!(a["run"]["beforeArgs"], serde_json::json!(["E"]));
+        assert_eq!(a["exec"]["noArgs"], serde_json::Value::Null);
+        assert_eq!(a["exec"]["beforeArgs"], serde_json::json!([]));
+        assert_eq!(a["shell"]["beforeArgs"], serde_json::Value::Null);
+        assert_eq!(a["shell"]["noArgs"][0], "/bin/sh");
+        // start is run's argv for an OCI image
+        assert_eq!(
+            args(
+                Action::Start,
+                None,
+                &img(&["E"], &["C"]),
+                &s(&["A"]),
+                &mut |_| {}
+            )
+            .unwrap(),
+            s(&["E", "A"])
+        );
     }
 
     #[test]

@@ -113,6 +113,13 @@ const RUN: &str = "if [ -x /.singularity.d/runscript ]; then exec /.singularity.
 const TEST: &str = "if [ -x /.singularity.d/test ]; then exec /.singularity.d/test \"$@\"; fi; \
      echo 'No test script found in container, exiting' >&2; exit 0";
 
+/// `instance start`: the startscript with the arguments, then the instance stays up, as a
+/// SingularityCE instance outlives its startscript (a startscript commonly starts a daemon in
+/// the background and returns). Waiting needs no program from the image: `read` on a pipe that
+/// the shell itself holds open for writing (reopened read-write through /proc) never returns.
+const START: &str = "if [ -x /.singularity.d/startscript ]; then /.singularity.d/startscript \"$@\"; fi; \
+     : | { exec 3<>/proc/self/fd/0; read -r _ <&3; }";
+
 /// What SingularityCE's `95-apps.sh` does for the app `--app` names, for images that lack it:
 /// the app's environment (`SCIF_APPROOT`, its `bin` first on PATH, its `lib` on
 /// LD_LIBRARY_PATH, its `env/01-base.sh` and `env/90-environment.sh`). Runs where the user's
@@ -137,6 +144,11 @@ fn app_body(action: Action) -> Option<&'static str> {
             "if [ -x \"/scif/apps/$SINGULARITY_APPNAME/scif/test\" ]; then exec \"/scif/apps/$SINGULARITY_APPNAME/scif/test\" \"$@\"; fi; \
              echo \"No tests for contained app: $SINGULARITY_APPNAME\" >&2; exit 1",
         ),
+        Action::Start => Some(
+            "if [ -x \"/scif/apps/$SINGULARITY_APPNAME/scif/startscript\" ]; then \"/scif/apps/$SINGULARITY_APPNAME/scif/startscript\" \"$@\"; \
+             else echo \"No startscript for contained app: $SINGULARITY_APPNAME\" >&2; exit 1; fi; \
+             : | { exec 3<>/proc/self/fd/0; read -r _ <&3; }",
+        ),
         Action::Exec | Action::Shell => None,
     }
 }
@@ -154,6 +166,7 @@ pub fn args(action: Action, app: Option<&str>, command: &[String]) -> Result<Vec
         Action::Run => ("run", RUN),
         Action::Test => ("test", TEST),
         Action::Shell => ("shell", SHELL_SCRIPT),
+        Action::Start => ("start", START),
     };
     let mut script = String::new();
     if let Some(app) = app {
@@ -196,7 +209,13 @@ mod tests {
 
     #[test]
     fn every_action_sources_the_env_scripts_first() {
-        for a in [Action::Exec, Action::Run, Action::Test, Action::Shell] {
+        for a in [
+            Action::Exec,
+            Action::Run,
+            Action::Test,
+            Action::Shell,
+            Action::Start,
+        ] {
             let v = args(a, None, &s(&["x", "y z"])).unwrap();
             assert_eq!(v[0], "/bin/sh");
             assert!(v[2].contains(&prologue()), "{a:?}");

@@ -129,8 +129,9 @@ pub fn assert_record_valid(schema: &str, record: &Value) {
 mod tests {
     use super::record_schema_errors;
     use common::record::{
-        BundleRecord, ContainerPlace, ContainerRecord, Descriptor, ImageRecord, Kind, Record,
-        RootfsRecord, SifObject, SifSource,
+        BundleRecord, ContainerPlace, ContainerRecord, Descriptor, ImageRecord, Instance,
+        InstanceStatus, InstancesRecord, Kind, ListedInstance, Record, RootfsRecord, SifObject,
+        SifSource,
     };
     use serde_json::Value;
 
@@ -193,6 +194,36 @@ mod tests {
         }
     }
 
+    fn instances() -> InstancesRecord {
+        let instance = Instance {
+            name: "web".into(),
+            pid: 42,
+            conmon_pid: 41,
+            image: "docker://nginx".into(),
+            started: 1_796_223_909,
+            start_time: common::instance::rfc3339(1_796_223_909),
+            runtime: "/usr/bin/crun".into(),
+            runtime_root: "/run/singularity-oci".into(),
+            bundle: "/tmp/singularity-oci.1".into(),
+            bundle_inode: "1:2".into(),
+            state_dir: "/run/singularity-oci/containers/web".into(),
+            log_out_path: "/root/.singularity/instances/logs/h/root/web.out".into(),
+            log_err_path: "/root/.singularity/instances/logs/h/root/web.err".into(),
+        };
+        InstancesRecord::new(vec![
+            ListedInstance {
+                instance: instance.clone(),
+                status: InstanceStatus::Running,
+                exit_status: None,
+            },
+            ListedInstance {
+                instance,
+                status: InstanceStatus::Exited,
+                exit_status: Some(143),
+            },
+        ])
+    }
+
     /// The schema file of a kind of record: `schemas/<kind>-record.schema.json`.
     fn schema_of(kind: Kind) -> String {
         format!("{kind}-record.schema.json")
@@ -216,6 +247,7 @@ mod tests {
         assert_valid(&rootfs());
         assert_valid(&bundle());
         assert_valid(&container());
+        assert_valid(&instances());
         let plain = ContainerRecord {
             pid_file: None,
             ..container()

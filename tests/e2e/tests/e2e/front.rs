@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const STAGES: [&str; 8] = [
+const STAGES: [&str; 9] = [
     "oci-fetch",
     "oci-unpack",
     "oci-mkspec",
@@ -15,6 +15,7 @@ const STAGES: [&str; 8] = [
     "oci-conmon-create",
     "oci-attach",
     "oci-cgroup-fix",
+    "oci-instance",
 ];
 
 fn repo() -> PathBuf {

@@ -14,6 +14,7 @@ mod fetch_redirect;
 mod front;
 mod hardening;
 mod hostile_neighbour;
+mod instance;
 mod launcher_death;
 mod mkspec;
 mod oci_exec;

@@ -26,7 +26,7 @@ fn partition_offset(sif: &Path) -> String {
 /// A sandbox built by the context's user as people build one without Singularity:
 /// `unsquashfs -d` of the busybox SIF's partition, then (as `unsquashfs` keeps the squashfs
 /// root's mode 0777) the top made 0755. Its files belong to that user.
-fn build_sandbox(ctx: &Ctx, name: &str) -> PathBuf {
+pub(crate) fn build_sandbox(ctx: &Ctx, name: &str) -> PathBuf {
     let sif = sif_fixture("busybox");
     let dest = ctx.dir().join(name);
     ctx.run(
