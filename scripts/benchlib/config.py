@@ -59,4 +59,5 @@ MEASURES = [
     "lifecycle",
     "concurrent",
     "sif",
+    "instance",
 ]

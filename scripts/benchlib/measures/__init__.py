@@ -4,12 +4,14 @@ scratch directories, fixtures, sampling and rows)."""
 from ..session import Session
 from .concurrent import ConcurrencyMeasures
 from .exec import ExecMeasures
+from .instance import InstanceMeasures
 from .lifecycle import LifecycleMeasures
 from .pull import PullMeasures
 from .unpack import UnpackMeasures
 
 
-class Bench(Session, ExecMeasures, UnpackMeasures, PullMeasures, LifecycleMeasures, ConcurrencyMeasures):
+class Bench(Session, ExecMeasures, UnpackMeasures, PullMeasures, LifecycleMeasures, ConcurrencyMeasures,
+            InstanceMeasures):
     """One run of the bench with every measure."""
 
     def steps(self):
@@ -25,4 +27,5 @@ class Bench(Session, ExecMeasures, UnpackMeasures, PullMeasures, LifecycleMeasur
             ("lifecycle", self.lifecycle, ()),
             ("concurrent", self.concurrent, ()),
             ("sif", self.sif, ()),
+            ("instance", self.instance, ()),
         ]
