@@ -341,4 +341,41 @@ mod tests {
         assert_eq!(env.get("SING_USER_DEFINED_APPEND_PATH"), None);
         assert_eq!(env.get("LD_LIBRARY_PATH"), None);
     }
+
+    /// The start body, run by the host's /bin/sh with the startscript path rewritten to a
+    /// scratch one: the startscript gets the arguments, and the shell is still there after it
+    /// returned (the instance stays up).
+    #[test]
+    fn start_runs_the_startscript_and_stays_up() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let d = tempfile::tempdir().unwrap();
+        let script = d.path().join("startscript");
+        let out = d.path().join("out");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"started:$*\" > {}\n", out.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let body = START.replace("/.singularity.d/startscript", script.to_str().unwrap());
+        // Its own process group, so that the waiting subshell goes with it at the end.
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", &body, "start", "a", "b c"])
+            .stdin(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !out.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let still_up = child.try_wait().unwrap().is_none();
+        // SAFETY: kill(2) of the process group made above.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        child.wait().unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "started:a b c\n");
+        assert!(still_up, "the start action ended with its startscript");
+    }
 }
