@@ -27,6 +27,9 @@ Operations:
         create and start instance NAME from bundle B (made by oci-mkspec --action start) under
         conmon; its stdout and stderr go to ~/.singularity/instances/logs/HOST/USER/NAME.out
         and .err. Unprivileged: run it inside oci-userns-starter --overlay B.
+  check NAME
+        succeed when NAME is a valid instance name that is free (the front asks before it
+        makes the bundle; start checks again)
   list [PATTERN]
         print one JSON record of your instances (names matching the glob PATTERN)
   stop [--signal SIG] [--timeout SECS] [--force] (--all | NAME...)
@@ -62,11 +65,16 @@ fn main() {
         let op: Option<String> = args.opts.subcommand()?;
         match op.as_deref() {
             Some("start") => start::run(&g, args).map(|()| 0),
+            Some("check") => {
+                let name = args.single_positional("instance name", "oci-instance check NAME")?;
+                common::instance::check_name(&name)?;
+                start::refuse_taken(&state_root(&g)?, &name).map(|()| 0)
+            }
             Some("list") => list(&g, args).map(|()| 0),
             Some("stop") => stop::run(&g, args),
             Some("exec") => exec_in(&g, args),
-            Some(other) => bail!("unknown operation '{other}' (start, list, stop or exec)"),
-            None => bail!("no operation given (start, list, stop or exec; see --help)"),
+            Some(other) => bail!("unknown operation '{other}' (start, check, list, stop or exec)"),
+            None => bail!("no operation given (start, check, list, stop or exec; see --help)"),
         }
     })
 }

@@ -84,7 +84,7 @@ pub fn run(g: &Global, mut args: common::cli::Args) -> Result<()> {
 }
 
 /// One clear error for a name in use, before anything is made.
-fn refuse_taken(root: &Path, name: &str) -> Result<()> {
+pub fn refuse_taken(root: &Path, name: &str) -> Result<()> {
     if let Some(sd) = StateDir::open(root, name)? {
         if common::instance::read(&sd)?.is_some() {
             bail!(
