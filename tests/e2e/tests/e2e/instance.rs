@@ -396,3 +396,25 @@ fn instances_are_invisible_to_other_users() {
         remove_logs(&i);
     }
 }
+
+/// Started from an interactive terminal whose session then ends (its leader killed, the
+/// terminal hung up), the instance runs on.
+#[test]
+fn instance_outlives_its_terminal() {
+    for ctx in matrix() {
+        let n = name(&ctx, "tty");
+        let front = ctx.bin("singularity-oci");
+        let script = format!("{front} instance start {} {n} sleep 600 && sleep 600", bb());
+        let mut t = e2e::pty::Pty::spawn(&ctx, "/bin/sh", &["-c", &script]);
+        t.expect("started successfully");
+        drop(t);
+        std::thread::sleep(Duration::from_millis(300));
+        let i = listed(&ctx, &n).unwrap_or_else(|| panic!("[{}] {n} gone", ctx.name));
+        assert_eq!(i["status"], "running", "[{}] {i}", ctx.name);
+        ctx.front(&["exec", &format!("instance://{n}"), "true"])
+            .assert_code(0);
+        ctx.front(&["instance", "stop", &n]).assert_code(0);
+        ctx.assert_no_leftovers();
+        remove_logs(&i);
+    }
+}
