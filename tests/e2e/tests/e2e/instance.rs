@@ -418,3 +418,34 @@ fn instance_outlives_its_terminal() {
         remove_logs(&i);
     }
 }
+
+/// `shell instance://NAME` on a terminal: the shell gets one (SingularityCE's prompt), sees the
+/// instance's files, and its exit status is the front's.
+#[test]
+fn instance_shell_on_a_terminal() {
+    for ctx in matrix() {
+        let n = name(&ctx, "sh");
+        ctx.front(&[
+            "instance",
+            "start",
+            &bb(),
+            &n,
+            "sh",
+            "-c",
+            "echo tty-mark > /tmp/mark; exec sleep 600",
+        ])
+        .assert_code(0);
+        let i = listed(&ctx, &n).unwrap();
+        let front = ctx.bin("singularity-oci");
+        let inst = format!("instance://{n}");
+        let mut t = e2e::pty::Pty::spawn(&ctx, &front, &["shell", &inst]);
+        t.expect("Singularity>");
+        t.send("test -t 0 && cat /tmp/mark\r");
+        t.expect("tty-mark");
+        t.send("exit 5\r");
+        assert_eq!(t.wait(), 5, "[{}] {}", ctx.name, t.transcript());
+        ctx.front(&["instance", "stop", &n]).assert_code(0);
+        ctx.assert_no_leftovers();
+        remove_logs(&i);
+    }
+}
