@@ -179,14 +179,63 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
-/// The argv of `action` (`exec`, `run`, `shell`, `test`) with `args` in the instance whose
-/// bundle is `bundle`.
-pub fn action_argv(bundle: &Path, action: &str, args: &[String]) -> Result<Vec<String>> {
-    let p = bundle.join(ACTIONS_FILE);
-    let text = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    let all: serde_json::Value =
-        serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", p.display()))?;
+/// The argv of `action` (`exec`, `run`, `shell`, `test`) with `args` in `instance`.
+///
+/// The actions file is read only from the bundle directory the instance was started with (its
+/// `bundleInode`, when recorded), never through a symbolic link, and only when it is a regular
+/// file of the caller's: a root container that can write its bundle's parent must not make a
+/// later `exec` read another file.
+pub fn action_argv(instance: &Instance, action: &str, args: &[String]) -> Result<Vec<String>> {
+    let bytes = read_actions(instance)?;
+    let all: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "the {ACTIONS_FILE} of instance '{}' is not JSON",
+            instance.name
+        )
+    })?;
     argv_of(&all, action, args).with_context(|| format!("{action} in this instance"))
+}
+
+fn read_actions(instance: &Instance) -> Result<Vec<u8>> {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::Read;
+    let bundle = &instance.bundle;
+    let dir = rustix::fs::open(
+        bundle,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("cannot open the bundle {}", bundle.display()))?;
+    let st = rustix::fs::fstat(&dir)?;
+    if !instance.bundle_inode.is_empty() {
+        let want = crate::bundleremoval::parse_dev_ino(&instance.bundle_inode)?;
+        if (st.st_dev, st.st_ino) != want {
+            bail!(
+                "the bundle {} is not the directory the instance was started with",
+                bundle.display()
+            );
+        }
+    }
+    let me = rustix::process::geteuid().as_raw();
+    let file = rustix::fs::openat(
+        &dir,
+        ACTIONS_FILE,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("cannot open {}", bundle.join(ACTIONS_FILE).display()))?;
+    let fst = rustix::fs::fstat(&file)?;
+    if !rustix::fs::FileType::from_raw_mode(fst.st_mode).is_file() || fst.st_uid != me {
+        bail!(
+            "{} is not a regular file of yours",
+            bundle.join(ACTIONS_FILE).display()
+        );
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(file)
+        .take(1 << 20)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn argv_of(all: &serde_json::Value, action: &str, args: &[String]) -> Result<Vec<String>> {
@@ -276,5 +325,69 @@ mod tests {
         let (o, e) = log_paths(Path::new("/h/.singularity/instances/logs/n/u"), "web");
         assert_eq!(o, Path::new("/h/.singularity/instances/logs/n/u/web.out"));
         assert_eq!(e, Path::new("/h/.singularity/instances/logs/n/u/web.err"));
+    }
+
+    fn instance_in(bundle: &Path, inode: String) -> Instance {
+        Instance {
+            name: "web".into(),
+            pid: 1,
+            conmon_pid: 1,
+            image: "i".into(),
+            started: 0,
+            start_time: rfc3339(0),
+            runtime: "/usr/bin/crun".into(),
+            runtime_root: "/r".into(),
+            bundle: bundle.to_path_buf(),
+            bundle_inode: inode,
+            state_dir: "/r/containers/web".into(),
+            log_out_path: "/o".into(),
+            log_err_path: "/e".into(),
+        }
+    }
+
+    #[test]
+    fn the_actions_file_is_read_only_from_the_instances_own_bundle() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let b = d.path().join("b");
+        std::fs::create_dir(&b).unwrap();
+        let m = std::fs::metadata(&b).unwrap();
+        let inode = format!("{}:{}", m.dev(), m.ino());
+        std::fs::write(
+            b.join(ACTIONS_FILE),
+            r#"{"exec": {"noArgs": null, "beforeArgs": []}}"#,
+        )
+        .unwrap();
+        let i = instance_in(&b, inode.clone());
+        assert_eq!(action_argv(&i, "exec", &s(&["id"])).unwrap(), s(&["id"]));
+        // Another directory at the bundle's path.
+        std::fs::rename(&b, d.path().join("old")).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::copy(
+            d.path().join("old").join(ACTIONS_FILE),
+            b.join(ACTIONS_FILE),
+        )
+        .unwrap();
+        let e = action_argv(&i, "exec", &s(&["id"])).unwrap_err();
+        assert!(e.to_string().contains("not the directory"), "{e}");
+        // A symbolic link as the file.
+        let c = d.path().join("c");
+        std::fs::create_dir(&c).unwrap();
+        std::os::unix::fs::symlink(
+            d.path().join("old").join(ACTIONS_FILE),
+            c.join(ACTIONS_FILE),
+        )
+        .unwrap();
+        assert!(action_argv(&instance_in(&c, String::new()), "exec", &s(&["id"])).is_err());
+        // A symbolic link as the bundle.
+        std::os::unix::fs::symlink(d.path().join("old"), d.path().join("l")).unwrap();
+        assert!(
+            action_argv(
+                &instance_in(&d.path().join("l"), String::new()),
+                "exec",
+                &s(&["id"])
+            )
+            .is_err()
+        );
     }
 }

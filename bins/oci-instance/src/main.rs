@@ -137,7 +137,7 @@ fn exec_in(g: &Global, mut args: common::cli::Args) -> Result<i32> {
                 .unwrap_or_default()
         );
     }
-    let argv = common::instance::action_argv(&instance.bundle, &action, &command)?;
+    let argv = common::instance::action_argv(&instance, &action, &command)?;
     let rt = runtime_of(g, &instance)?;
     let req = exec::Request {
         command: &argv,
