@@ -32,9 +32,10 @@ Operations:
         makes the bundle; start checks again)
   list [PATTERN]
         print one JSON record of your instances (names matching the glob PATTERN)
-  stop [--signal SIG] [--timeout SECS] [--force] (--all | NAME...)
+  stop [--signal SIG] [--timeout SECS] [--force] (--all | NAME|PATTERN...)
         send SIG (default TERM; --force: KILL), after SECS (default 10) KILL, then remove
-        the instance's container, state and bundle (the log files stay)
+        the instance's container, state and bundle (the log files stay); a PATTERN (with *
+        or ?) stands for every instance it matches
   exec [--action exec|run|shell|test] [--tty] [--env K=V]... [--cwd DIR] NAME [--] [ARG...]
         run the action in the running instance NAME, in its namespaces and root filesystem;
         the exit status passes through

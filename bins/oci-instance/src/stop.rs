@@ -35,17 +35,21 @@ pub fn run(g: &Global, mut args: common::cli::Args) -> Result<i32> {
     common::lifecycle::signals::parse(&signal)?;
     let root = common::lifecycle::root::resolve(g.root.as_deref())?;
     let targets: Vec<(StateDir, Instance)> = match (all, names.is_empty()) {
-        (true, true) => common::instance::list(&root, None)?
-            .into_iter()
-            .filter_map(|l| {
-                let sd = StateDir::open(&root, &l.instance.name).ok()??;
-                Some((sd, l.instance))
-            })
-            .collect(),
-        (false, false) => names
-            .iter()
-            .map(|n| common::instance::find(&root, n))
-            .collect::<Result<_>>()?,
+        (true, true) => matching(&root, "*")?,
+        (false, false) => {
+            let mut v = Vec::new();
+            for n in &names {
+                for (sd, i) in named(&root, n)? {
+                    if !v
+                        .iter()
+                        .any(|(_, seen): &(StateDir, Instance)| seen.name == i.name)
+                    {
+                        v.push((sd, i));
+                    }
+                }
+            }
+            v
+        }
         (true, false) => bail!("--all stops every instance: give no NAME with it"),
         (false, true) => bail!("usage: oci-instance stop [OPTIONS] (--all | NAME...)"),
     };
@@ -53,6 +57,27 @@ pub fn run(g: &Global, mut args: common::cli::Args) -> Result<i32> {
         stop_one(g, sd, instance, &signal, timeout)?;
     }
     Ok(0)
+}
+
+/// The instances `name` stands for: itself, or with `*` or `?` every one it matches (as
+/// SingularityCE's stop takes a pattern); none is an error.
+fn named(root: &std::path::Path, name: &str) -> Result<Vec<(StateDir, Instance)>> {
+    if !name.contains(['*', '?']) {
+        return Ok(vec![common::instance::find(root, name)?]);
+    }
+    let found = matching(root, name)?;
+    if found.is_empty() {
+        bail!("no instance matches '{name}'");
+    }
+    Ok(found)
+}
+
+/// The instances whose names match the glob `pattern`.
+fn matching(root: &std::path::Path, pattern: &str) -> Result<Vec<(StateDir, Instance)>> {
+    Ok(common::instance::list(root, Some(pattern))?
+        .into_iter()
+        .filter_map(|l| Some((StateDir::open(root, &l.instance.name).ok()??, l.instance)))
+        .collect())
 }
 
 fn stop_one(

@@ -263,7 +263,9 @@ fn instance_stop_signal_timeout_and_all() {
             ctx.name
         );
         let all = front(&["instance", "list", "--json"]).json();
-        front(&["instance", "stop", "--signal", "INT", &a]).assert_code(0);
+        // A pattern, as SingularityCE's stop takes.
+        front(&["instance", "stop", "--signal", "INT", "int-*"]).assert_code(0);
+        front(&["instance", "stop", "nomatch-*"]).assert_fatal("no instance matches 'nomatch-*'");
         let ia = all["instances"]
             .as_array()
             .unwrap()
