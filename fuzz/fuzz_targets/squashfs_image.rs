@@ -60,7 +60,8 @@ fuzz_target!(|data: &[u8]| {
         // OCI-SIF layers carry overlayfs whiteouts, native SIF partitions do not: the input's
         // length picks which reading a case gets, so mutations explore both.
         let overlay_whiteouts = data.len() % 2 == 1;
-        if oci_unpack::sif::apply_squashfs(&mut a, &file, obj, 16 << 20, overlay_whiteouts).is_ok()
+        if oci_unpack::sif::apply_squashfs(&mut a, &file, obj, 16 << 20, overlay_whiteouts, None)
+            .is_ok()
         {
             let _ = a.finish();
         }
