@@ -16,10 +16,14 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Every absolute path the runtime may have to create in the rootfs: the mount destinations
-/// and the working directory of `config.json`.
+/// and the working directory of `config.json` (none while the bundle has no `config.json`: the
+/// starter also runs a program of the caller's over a bare overlay).
 pub fn destinations(config: &Path) -> Result<Vec<PathBuf>> {
-    let text =
-        std::fs::read(config).with_context(|| format!("cannot read {}", config.display()))?;
+    let text = match std::fs::read(config) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", config.display())),
+    };
     let spec: serde_json::Value = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not JSON", config.display()))?;
     let mut out: Vec<PathBuf> = spec["mounts"]
@@ -151,6 +155,7 @@ mod tests {
     fn destinations_are_the_mounts_and_the_working_directory() {
         let d = tempfile::tempdir().unwrap();
         let c = d.path().join("config.json");
+        assert!(destinations(&c).unwrap().is_empty());
         std::fs::write(
             &c,
             r#"{"process":{"cwd":"/home/u"},"mounts":[{"destination":"/proc"},{"destination":"rel"},{"destination":"/etc/resolv.conf"}]}"#,
