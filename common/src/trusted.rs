@@ -150,6 +150,84 @@ impl TrustedDir {
         step(self.fd(), &self.path, name, Role::Tree, None)
     }
 
+    /// The entries of this directory (without `.` and `..`), sorted bytewise, each with
+    /// whether it is a directory (not following a symbolic link).
+    pub fn entries(&self) -> Result<Vec<(OsString, bool)>> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let listing = rustix::fs::openat(self.fd(), ".", flags, Mode::empty())
+            .with_context(|| format!("cannot list {}", self.path.display()))?;
+        let mut v = Vec::new();
+        for ent in rustix::fs::Dir::read_from(&listing)
+            .with_context(|| format!("cannot list {}", self.path.display()))?
+        {
+            let ent = ent.with_context(|| format!("cannot list {}", self.path.display()))?;
+            let name = OsStr::from_bytes(ent.file_name().to_bytes()).to_os_string();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let is_dir = rustix::fs::statat(self.fd(), name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
+                .unwrap_or(false);
+            v.push((name, is_dir));
+        }
+        v.sort();
+        Ok(v)
+    }
+
+    /// The contents of the file `name` in this directory, which must be a regular file owned
+    /// by the caller or root, writable by nobody else, and at most `max` bytes. A symbolic
+    /// link here is followed: nobody but the caller or root can have made it in a trusted
+    /// directory, and what it leads to is checked like the file itself.
+    pub fn read_file(&self, name: &OsStr, max: u64) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let path = self.path.join(name);
+        // O_NONBLOCK: opening a FIFO must not hang; it is refused below.
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = rustix::fs::openat(self.fd(), name.as_bytes(), flags, Mode::empty())
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let st =
+            rustix::fs::fstat(&fd).with_context(|| format!("cannot stat {}", path.display()))?;
+        if !rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() {
+            bail!("{} is not a regular file", path.display());
+        }
+        if !ids().owner_trusted(st.st_uid) {
+            bail!(
+                "{} is owned by uid {}, not by you (uid {}) or root: refusing to trust it",
+                path.display(),
+                st.st_uid,
+                ids().euid
+            );
+        }
+        if st.st_mode & 0o022 != 0 {
+            bail!(
+                "{} is writable by group or others (mode {:o}): refusing to trust it",
+                path.display(),
+                st.st_mode & 0o7777
+            );
+        }
+        if st.st_size as u64 > max {
+            bail!(
+                "{} is larger than {} bytes: refusing to read it",
+                path.display(),
+                max
+            );
+        }
+        let mut bytes = Vec::with_capacity(st.st_size as usize);
+        // One byte more than allowed tells a file that grew after fstat.
+        std::fs::File::from(fd)
+            .take(max + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if bytes.len() as u64 > max {
+            bail!(
+                "{} is larger than {} bytes: refusing to read it",
+                path.display(),
+                max
+            );
+        }
+        Ok(bytes)
+    }
+
     fn try_clone(&self) -> Result<TrustedDir> {
         Ok(TrustedDir {
             fd: self.fd.try_clone()?,

@@ -4,9 +4,11 @@
 pub mod binds;
 pub mod bundle;
 pub mod caps;
+pub mod cdi;
 pub mod cgroups;
 pub mod env;
 pub mod etcfiles;
+pub mod gpu;
 pub mod host;
 pub mod image;
 pub mod init;

@@ -4,7 +4,9 @@
 use anyhow::{Context, Result, bail};
 use common::cli::{self, Tool};
 use common::record::{self, BundleRecord, RootfsRecord};
-use oci_mkspec::{bundle, cgroups, env, host, image, init, launch, mounts, options, rootfs, spec};
+use oci_mkspec::{
+    bundle, cdi, cgroups, env, gpu, host, image, init, launch, mounts, options, rootfs, spec,
+};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,7 @@ const TOOL: Tool = Tool {
         "            --terminal  --no-terminal\n",
         "Mounts:     -B/--bind SPEC  --mount SPEC  -H/--home [SRC:]DST  --no-home  -S/--scratch DIR\n",
         "            -W/--workdir DIR  --no-mount LIST  --containlibs LIST  --tmpfs-size MIB\n",
+        "Devices:    --device VENDOR/CLASS=NAME[,...]  --cdi-dirs DIR[,DIR]  --nv  --no-nv  --rocm  --no-rocm\n",
         "Env:        --env K=V  --env-file FILE  -e/--cleanenv\n",
         "Process:    --pwd/--cwd DIR  --app NAME  -f/--fakeroot  --no-umask  --no-setgroups\n",
         "Namespaces: --hostname NAME  --uts  --no-pid  -n/--net --network none  -u/--userns  --pid  --ipc\n",
@@ -31,14 +34,13 @@ const TOOL: Tool = Tool {
         "Cgroups:    --apply-cgroups FILE  --cpus N  --cpu-shares N  --cpuset-cpus L  --cpuset-mems L\n",
         "            --memory SZ  --memory-reservation SZ  --memory-swap SZ  --oom-kill-disable\n",
         "            --pids-limit N  --blkio-weight N  --blkio-weight-device DEV:W\n",
-        "Ignored:    --tmp-sandbox --no-tmp-sandbox --disable-cache --no-nv --no-rocm --compat, and --no-eval\n            (except with --no-compat for a native SIF or sandbox: values not evaluated)\n",
+        "Ignored:    --tmp-sandbox --no-tmp-sandbox --disable-cache --compat, and --no-eval\n            (except with --no-compat for a native SIF or sandbox: values not evaluated)\n",
         "Rejected:   --fusemount --nvccli --proot --network X (not none) --network-args --netns-path\n",
         "            --security --config --shell --boot --passphrase\n",
-        "            --pem-path --sif-fuse --writable --data --nv --rocm --device --cdi-dirs, overlay images\n",
-        "Flag options: --terminal --no-terminal --no-home --cleanenv -e --contain -c --containall -C --uts --pid -p --ipc -i --no-pid --no-init --net -n --userns -u --keep-privs --no-privs --allow-setuid --writable-tmpfs --no-compat --compat --fakeroot -f --no-umask --no-setgroups --no-eval --tmp-sandbox --no-tmp-sandbox --disable-cache --no-nv --no-rocm --oom-kill-disable --nvccli --boot --passphrase --sif-fuse --writable -w --nv --rocm\n",
+        "            --pem-path --sif-fuse --writable --data, overlay images\n",
         "\n",
-        "Value options: --bundle --input --action --runtime --bind -B --mount --home -H --scratch -S --workdir -W --no-mount --env --env-file --pwd --cwd --hostname --dns --network --add-caps --drop-caps --app --containlibs --tmpfs-size --overlay -o --apply-cgroups --cpus --cpu-shares --cpuset-cpus --cpuset-mems --memory --memory-reservation --memory-swap --pids-limit --blkio-weight --blkio-weight-device --fusemount --network-args --netns-path --security --config --shell -s --pem-path --proot --data --device --cdi-dirs\n",
-        "Flag options: --terminal --no-terminal --no-home --cleanenv -e --contain -c --containall -C --uts --pid -p --ipc -i --no-pid --no-init --net -n --userns -u --keep-privs --no-privs --allow-setuid --writable-tmpfs --no-compat --compat --fakeroot -f --no-umask --no-setgroups --no-eval --tmp-sandbox --no-tmp-sandbox --disable-cache --no-nv --no-rocm --oom-kill-disable --nvccli --boot --passphrase --sif-fuse --writable -w --nv --rocm\n",
+        "Value options: --bundle --input --action --runtime --bind -B --mount --home -H --scratch -S --workdir -W --no-mount --env --env-file --pwd --cwd --hostname --dns --network --add-caps --drop-caps --app --containlibs --device --cdi-dirs --tmpfs-size --overlay -o --apply-cgroups --cpus --cpu-shares --cpuset-cpus --cpuset-mems --memory --memory-reservation --memory-swap --pids-limit --blkio-weight --blkio-weight-device --fusemount --network-args --netns-path --security --config --shell -s --pem-path --proot --data\n",
+        "Flag options: --terminal --no-terminal --no-home --cleanenv -e --contain -c --containall -C --uts --pid -p --ipc -i --no-pid --no-init --net -n --userns -u --keep-privs --no-privs --allow-setuid --writable-tmpfs --no-compat --compat --fakeroot -f --no-umask --no-setgroups --no-eval --nv --no-nv --rocm --no-rocm --tmp-sandbox --no-tmp-sandbox --disable-cache --oom-kill-disable --nvccli --boot --passphrase --sif-fuse --writable -w\n",
         "\n",
         "Exit status: 0 success, 255 error (one FATAL line; nothing left in DIR).\n",
     ),
@@ -144,6 +146,7 @@ fn run(args: cli::Args) -> Result<i32> {
         }
         found
     };
+    let (cdi_edits, gpu_mounts) = devices(&opts, !host.is_root || opts.userns)?;
     let built = spec::build(&spec::Inputs {
         opts: &opts,
         action,
@@ -157,6 +160,8 @@ fn run(args: cli::Args) -> Result<i32> {
         resources,
         runtime_is_crun,
         init: init_path.as_deref().and_then(Path::to_str),
+        cdi: cdi_edits.as_ref(),
+        gpu_mounts: &gpu_mounts,
     })?;
     for w in &built.warnings {
         cli::warn(w);
@@ -250,6 +255,45 @@ fn run(args: cli::Args) -> Result<i32> {
     record::print_record(&rec)?;
     w.commit();
     Ok(0)
+}
+
+/// The CDI edits of `--device`, `--nv` and `--rocm`, and the legacy GPU binds. The CDI specs
+/// are read only when one of them is given (a start without them parses nothing). `--nv` and
+/// `--rocm` take the vendor's CDI device `all` when a spec of its kind is installed, else bind
+/// the vendor's libraries, programs and device nodes from the host (`gpu.rs`).
+fn devices(
+    opts: &options::Options,
+    in_user_namespace: bool,
+) -> Result<(Option<cdi::ContainerEdits>, Vec<oci_spec::runtime::Mount>)> {
+    let vendors: Vec<gpu::Vendor> = [
+        (opts.rocm, gpu::Vendor::Rocm),
+        (opts.nv, gpu::Vendor::Nvidia),
+    ]
+    .into_iter()
+    .filter_map(|(on, v)| on.then_some(v))
+    .collect();
+    if opts.devices.is_empty() && vendors.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let mut requested = cdi::registry::parse_requested(&opts.devices)?;
+    let registry = cdi::load(&opts.cdi_dirs)?;
+    let mut mounts = Vec::new();
+    for v in vendors {
+        if registry.has_kind(v.cdi_kind()) {
+            requested.extend(cdi::registry::parse_requested(&[format!(
+                "{}=all",
+                v.cdi_kind()
+            )])?);
+        } else {
+            mounts.extend(gpu::legacy_binds(v, &mut |w| cli::warn(w))?);
+        }
+    }
+    let edits = if requested.is_empty() {
+        None
+    } else {
+        Some(cdi::edits_for(&registry, &requested, in_user_namespace)?)
+    };
+    Ok((edits, mounts))
 }
 
 /// `--workdir` subdirectories on the host, world-writable with the sticky bit like /tmp.

@@ -1,7 +1,8 @@
 //! `mounts` of config.json, in the order SingularityCE's OCI launcher adds them
 //! (`mounts_linux.go`). The numbered steps below keep its numbering, so the two read side by
-//! side; the missing numbers (13 ROCm, 14 NVIDIA, 16 the native-SIF environment script, 17 CDI
-//! devices) are mounts this launcher does not make.
+//! side; 13 and 14 (ROCm and NVIDIA without a CDI spec) come ready from `gpu.rs`, 17 (CDI
+//! devices) is applied to the finished config (`cdi::apply`), and 16 (the native-SIF
+//! environment script) is a mount this launcher does not make.
 
 use crate::binds::Bind;
 use anyhow::{Result, bail};
@@ -76,6 +77,8 @@ pub struct MountInputs<'a> {
     pub system_binds: &'a [Bind],
     pub host_cwd: &'a str,
     pub containlibs: &'a [String],
+    /// The legacy `--rocm` and `--nv` binds (`gpu::legacy_binds`), in that order.
+    pub gpu: &'a [Mount],
     pub var_tmp_is_tmp: bool,
     /// Generated etc files: (container path, bundle path).
     pub etc_files: &'a [(String, String)],
@@ -366,6 +369,8 @@ pub fn build(i: &MountInputs, warn: &mut dyn FnMut(String)) -> Result<Vec<Mount>
             v.push(m(i.host_cwd, "bind", i.host_cwd, opts));
         }
     }
+    // 13–14. ROCm and NVIDIA libraries, programs and device nodes.
+    v.extend(i.gpu.iter().cloned());
     // 15. --containlibs
     for lib in i.containlibs {
         let base = Path::new(lib)

@@ -80,6 +80,13 @@ pub struct Options {
     pub no_setgroups: bool,
     pub no_eval: bool,
     pub containlibs: Vec<String>,
+    /// `--device`: fully qualified CDI device names, in order (comma lists split).
+    pub devices: Vec<String>,
+    /// `--cdi-dirs`: the CDI spec directories instead of the defaults.
+    pub cdi_dirs: Vec<String>,
+    /// `--nv` and `--rocm` (each cancelled by its `--no-` flag).
+    pub nv: bool,
+    pub rocm: bool,
     pub tmpfs_size_mib: Option<u64>,
     /// `--overlay DIR[:ro]`, in the order given (common::overlay).
     pub overlays: Vec<common::overlay::OverlayDir>,
@@ -353,6 +360,15 @@ fn parse_into(p: &mut Parser) -> Result<(Options, Vec<String>)> {
     o.no_setgroups = p.flag("--no-setgroups", None, &["NO_SETGROUPS"])?;
     o.no_eval = p.flag("--no-eval", None, &["NO_EVAL"])?;
     o.containlibs = split_commas(&p.values("--containlibs", None, &["CONTAINLIBS"], false)?);
+    // SingularityCE reads no environment variable for these two.
+    o.devices = split_commas(&p.values("--device", None, &[], false)?);
+    o.cdi_dirs = split_commas(&p.values("--cdi-dirs", None, &[], false)?);
+    let nv = p.flag("--nv", None, &["NV"])?;
+    let no_nv = p.flag("--no-nv", None, &["NO_NV"])?;
+    let rocm = p.flag("--rocm", None, &["ROCM"])?;
+    let no_rocm = p.flag("--no-rocm", None, &["NO_ROCM"])?;
+    o.nv = nv && !no_nv;
+    o.rocm = rocm && !no_rocm;
     o.tmpfs_size_mib = p
         .value("--tmpfs-size", None, &["TMPFS_SIZE"])?
         .map(|v| {
@@ -374,8 +390,6 @@ fn parse_into(p: &mut Parser) -> Result<(Options, Vec<String>)> {
         ("--tmp-sandbox", "TMP_SANDBOX"),
         ("--no-tmp-sandbox", "NO_TMP_SANDBOX"),
         ("--disable-cache", "DISABLE_CACHE"),
-        ("--no-nv", "NO_NV"),
-        ("--no-rocm", "NO_ROCM"),
     ] {
         p.flag(long, None, &[env])?;
     }
@@ -412,10 +426,8 @@ fn parse_into(p: &mut Parser) -> Result<(Options, Vec<String>)> {
         ("--pem-path", None, &[], "KeyInfo"),
         ("--proot", None, &["PROOT"], "Proot"),
         // Not in Singularity's rejection list, but not available in singularity-oci: they
-        // need SIF images, FUSE or GPU/CDI support (see oci-mkspec(1)).
+        // need SIF images or FUSE (see oci-mkspec(1)).
         ("--data", None, &[], "Data"),
-        ("--device", None, &[], "Device"),
-        ("--cdi-dirs", None, &[], "CdiDirs"),
     ];
     for (long, short, env, token) in valued {
         if !p.values(long, *short, env, false)?.is_empty() {
@@ -428,8 +440,6 @@ fn parse_into(p: &mut Parser) -> Result<(Options, Vec<String>)> {
         ("--passphrase", None, &[], "KeyInfo"),
         ("--sif-fuse", None, &["SIF_FUSE"], "SIFFUSE"),
         ("--writable", Some("-w"), &["WRITABLE"], "Writable"),
-        ("--nv", None, &["NV"], "Nv"),
-        ("--rocm", None, &["ROCM"], "Rocm"),
     ];
     for (long, short, env, token) in flags {
         if p.flag(long, *short, env)? {
@@ -601,6 +611,35 @@ mod tests {
     #[test]
     fn unknown_option() {
         assert!(parse_with(&["--bogus"], &[]).is_err());
+    }
+
+    #[test]
+    fn devices_and_gpus() {
+        let o = parse_with(
+            &[
+                "--device",
+                "a.com/b=c,a.com/b=d",
+                "--device=x.com/y=all",
+                "--cdi-dirs",
+                "/e,/f",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(o.devices, vec!["a.com/b=c", "a.com/b=d", "x.com/y=all"]);
+        assert_eq!(o.cdi_dirs, vec!["/e", "/f"]);
+        assert!(o.unsupported.is_empty() && !o.nv && !o.rocm);
+        // As in SingularityCE, no environment variable sets devices.
+        let o = parse_with(&[], &[("SINGULARITY_DEVICE", "a.com/b=c")]).unwrap();
+        assert!(o.devices.is_empty());
+        let o = parse_with(&["--nv"], &[("SINGULARITY_ROCM", "1")]).unwrap();
+        assert!(o.nv && o.rocm);
+        let o = parse_with(
+            &["--nv", "--no-nv", "--rocm"],
+            &[("SINGULARITY_NO_ROCM", "1")],
+        )
+        .unwrap();
+        assert!(!o.nv && !o.rocm);
     }
 
     #[test]

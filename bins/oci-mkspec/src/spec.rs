@@ -82,6 +82,10 @@ pub struct Inputs<'a> {
     pub runtime_is_crun: Option<bool>,
     /// The host's init binary to run as PID 1 (`init::find`); `None`: the command is PID 1.
     pub init: Option<&'a str>,
+    /// The edits of the requested CDI devices (`cdi::edits_for`), applied last.
+    pub cdi: Option<&'a crate::cdi::ContainerEdits>,
+    /// The legacy `--rocm`/`--nv` binds (`gpu::legacy_binds`).
+    pub gpu_mounts: &'a [oci_spec::runtime::Mount],
 }
 
 /// What `build` produces.
@@ -418,6 +422,7 @@ pub fn build(i: &Inputs) -> Result<Built> {
             system_binds: &mount_binds,
             host_cwd: &h.cwd,
             containlibs: &o.containlibs,
+            gpu: i.gpu_mounts,
             var_tmp_is_tmp: i.rootfs.var_tmp_is_tmp,
             etc_files: &etc_mounts,
         },
@@ -529,6 +534,11 @@ pub fn build(i: &Inputs) -> Result<Built> {
         .set_linux(Some(linux))
         .set_hostname(o.hostname.clone())
         .set_annotations((!annotations.is_empty()).then_some(annotations));
+    if let Some(edits) = i.cdi {
+        // In a user namespace (every container not made by host root, and root's --userns)
+        // device nodes cannot be made: they are bound from the host.
+        config = crate::cdi::apply::apply(config, edits, !h.is_root || o.userns)?;
+    }
     Ok(Built {
         config,
         etc_files,

@@ -132,6 +132,18 @@ fn build_with_init(
     crun: Option<bool>,
     init: Option<&str>,
 ) -> anyhow::Result<Tested> {
+    build_full(args, h, img, passwd, crun, init, None)
+}
+
+fn build_full(
+    args: &[&str],
+    h: &Host,
+    img: &ImageFacts,
+    passwd: Option<&str>,
+    crun: Option<bool>,
+    init: Option<&str>,
+    cdi: Option<&crate::cdi::ContainerEdits>,
+) -> anyhow::Result<Tested> {
     let (o, cmd) = opts(args);
     let dir_exists = |p: &str| p == "/" || p == "/etc";
     let facts = RootfsFacts {
@@ -159,6 +171,8 @@ fn build_with_init(
         resources,
         runtime_is_crun: crun,
         init,
+        cdi,
+        gpu_mounts: &[],
     })?;
     let config = built.config_json()?;
     Ok(Tested { built, config })
@@ -650,6 +664,8 @@ fn var_tmp_link_drops_the_var_tmp_mount() {
         resources: None,
         runtime_is_crun: None,
         init: None,
+        cdi: None,
+        gpu_mounts: &[],
     })
     .unwrap();
     let config = b.config_json().unwrap();
@@ -805,4 +821,138 @@ fn contain_keeps_host_directories_out_of_no_compat() {
         mounts_of(&["--", "true"]),
         mounts_of(&["--contain", "--", "true"])
     );
+}
+
+/// The edits of one CDI device as the registry gives them, device nodes already completed.
+fn cdi_edits() -> crate::cdi::ContainerEdits {
+    let spec: crate::cdi::schema::Spec = serde_json::from_value(json!({
+        "cdiVersion": "0.7.0",
+        "kind": "vendor.com/device",
+        "containerEdits": {
+            "env": ["VENDOR_WIDE=1", "PATH=/vendor/bin:/usr/bin:/bin"],
+            "hooks": [{"hookName": "createRuntime", "path": "/usr/bin/vendor-hook", "args": ["vendor-hook", "setup"], "timeout": 5}]
+        },
+        "devices": [{
+            "name": "dev0",
+            "containerEdits": {
+                "deviceNodes": [
+                    {"path": "/dev/vendor0", "hostPath": "/dev/zero", "type": "c", "major": 1, "minor": 5, "fileMode": 438},
+                    {"path": "/dev/vendorctl", "hostPath": "/dev/null", "type": "c", "major": 1, "minor": 3, "permissions": "r"}
+                ],
+                "mounts": [{"hostPath": "/opt/vendor", "containerPath": "/opt/vendor", "options": ["ro", "nosuid", "nodev", "bind"]}],
+                "additionalGids": [0, 4242, 4242],
+                "intelRdt": {"closID": "vendor"}
+            }
+        }]
+    }))
+    .unwrap();
+    spec.validate().unwrap();
+    let mut edits = spec.container_edits.clone();
+    edits.append(&spec.devices[0].container_edits);
+    edits
+}
+
+#[test]
+fn golden_root_cdi_device() {
+    let edits = cdi_edits();
+    let b = build_full(
+        &["--", "id"],
+        &host(0, None),
+        &image(),
+        Some(PASSWD),
+        None,
+        None,
+        Some(&edits),
+    )
+    .unwrap();
+    let c = &b.config;
+    assert_eq!(
+        c["linux"]["devices"],
+        json!([
+            {"path": "/dev/vendor0", "type": "c", "major": 1, "minor": 5, "fileMode": 438},
+            {"path": "/dev/vendorctl", "type": "c", "major": 1, "minor": 3}
+        ])
+    );
+    assert_eq!(
+        c["linux"]["resources"]["devices"],
+        json!([
+            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "r"}
+        ])
+    );
+    let env = c["process"]["env"].as_array().unwrap();
+    assert!(env.contains(&json!("VENDOR_WIDE=1")));
+    // A variable of the same name is replaced, not repeated.
+    let paths: Vec<&Value> = env
+        .iter()
+        .filter(|e| e.as_str().unwrap().starts_with("PATH="))
+        .collect();
+    assert_eq!(paths, [&json!("PATH=/vendor/bin:/usr/bin:/bin")]);
+    assert_eq!(c["process"]["user"]["additionalGids"], json!([4242]));
+    assert_eq!(
+        c["hooks"]["createRuntime"],
+        json!([{"path": "/usr/bin/vendor-hook", "args": ["vendor-hook", "setup"], "timeout": 5}])
+    );
+    assert_eq!(c["linux"]["intelRdt"], json!({"closID": "vendor"}));
+    assert_eq!(mount_of(&b, "/opt/vendor")["source"], json!("/opt/vendor"));
+    golden("root-cdi", &b);
+}
+
+#[test]
+fn cdi_device_nodes_are_host_binds_in_a_user_namespace() {
+    let edits = cdi_edits();
+    for (h, args) in [
+        (host(1000, Some((65536, 65536))), vec!["--", "id"]),
+        (host(0, None), vec!["--userns", "--", "id"]),
+    ] {
+        let b = build_full(&args, &h, &image(), Some(PASSWD), None, None, Some(&edits)).unwrap();
+        validate(&b.config);
+        assert!(b.config["linux"].get("devices").is_none());
+        assert!(b.config["linux"]["resources"].get("devices").is_none());
+        let m = mount_of(&b, "/dev/vendor0");
+        assert_eq!(
+            (&m["source"], &m["options"]),
+            (&json!("/dev/zero"), &json!(["bind", "nosuid"]))
+        );
+        assert_eq!(mount_of(&b, "/dev/vendorctl")["source"], json!("/dev/null"));
+        // Mounts stay ordered by depth: /dev before the nodes in it.
+        let dests: Vec<&str> = b.config["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        let at = |d: &str| dests.iter().position(|x| *x == d).unwrap();
+        assert!(at("/dev") < at("/dev/vendor0"), "{dests:?}");
+        assert_eq!(b.config["process"]["user"]["additionalGids"], json!([4242]));
+    }
+}
+
+#[test]
+fn a_cdi_mount_replaces_a_mount_of_the_same_destination() {
+    let mut edits = crate::cdi::ContainerEdits::default();
+    edits.mounts.push(crate::cdi::schema::Mount {
+        host_path: "/srv/vendor-tmp".into(),
+        container_path: "/tmp".into(),
+        options: vec!["rbind".into()],
+        typ: "bind".into(),
+    });
+    let b = build_full(
+        &["--", "id"],
+        &host(0, None),
+        &image(),
+        Some(PASSWD),
+        None,
+        None,
+        Some(&edits),
+    )
+    .unwrap();
+    let tmps: Vec<&Value> = b.config["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["destination"] == "/tmp")
+        .collect();
+    assert_eq!(tmps.len(), 1);
+    assert_eq!(tmps[0]["source"], json!("/srv/vendor-tmp"));
 }

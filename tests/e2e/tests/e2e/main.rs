@@ -5,6 +5,7 @@
 
 mod actions;
 mod attach;
+mod cdi;
 mod conmon;
 mod conmon_support;
 mod fetch;
