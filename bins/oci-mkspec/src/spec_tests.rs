@@ -121,18 +121,7 @@ fn build_with(
     passwd: Option<&str>,
     crun: Option<bool>,
 ) -> anyhow::Result<Tested> {
-    build_with_init(args, h, img, passwd, crun, None)
-}
-
-fn build_with_init(
-    args: &[&str],
-    h: &Host,
-    img: &ImageFacts,
-    passwd: Option<&str>,
-    crun: Option<bool>,
-    init: Option<&str>,
-) -> anyhow::Result<Tested> {
-    build_full(args, h, img, passwd, crun, init, None)
+    build_full(args, h, img, passwd, crun, None, None)
 }
 
 fn build_full(
@@ -181,13 +170,14 @@ fn build_full(
 #[test]
 fn an_init_is_pid_1_unless_no_init_or_no_pid() {
     let tini = Some("/usr/bin/tini-static");
-    let b = build_with_init(
+    let b = build_full(
         &["--", "sleep", "9"],
         &host(0, None),
         &image(),
         Some(PASSWD),
         None,
         tini,
+        None,
     )
     .unwrap();
     validate(&b.config);
@@ -201,13 +191,14 @@ fn an_init_is_pid_1_unless_no_init_or_no_pid() {
     assert_eq!(m["source"], json!("/usr/bin/tini-static"));
     assert!(m["options"].as_array().unwrap().contains(&json!("ro")));
     for off in ["--no-init", "--no-pid"] {
-        let b = build_with_init(
+        let b = build_full(
             &[off, "--", "sleep", "9"],
             &host(0, None),
             &image(),
             Some(PASSWD),
             None,
             tini,
+            None,
         )
         .unwrap();
         assert_eq!(b.config["process"]["args"], json!(["sleep", "9"]), "{off}");
@@ -549,12 +540,7 @@ fn no_mount_removes_defaults() {
         None,
     )
     .unwrap();
-    let dests: Vec<&str> = b.config["mounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["destination"].as_str().unwrap())
-        .collect();
+    let dests = destinations(&b);
     for gone in [
         "/proc",
         "/sys",
@@ -680,6 +666,16 @@ fn var_tmp_link_drops_the_var_tmp_mount() {
         "{dests:?}"
     );
     assert_eq!(b.workdir_dirs, vec![PathBuf::from("/w/tmp")]);
+}
+
+/// The mount destinations, in order.
+fn destinations(b: &Tested) -> Vec<&str> {
+    b.config["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["destination"].as_str().unwrap())
+        .collect()
 }
 
 fn mount_of<'a>(b: &'a Tested, dest: &str) -> &'a Value {
@@ -852,19 +848,16 @@ fn cdi_edits() -> crate::cdi::ContainerEdits {
     edits
 }
 
+/// `id` with `args` before `--`, for `h`, with the CDI `edits`.
+fn build_cdi(args: &[&str], h: &Host, edits: &crate::cdi::ContainerEdits) -> Tested {
+    let mut a = args.to_vec();
+    a.extend(["--", "id"]);
+    build_full(&a, h, &image(), Some(PASSWD), None, None, Some(edits)).unwrap()
+}
+
 #[test]
 fn golden_root_cdi_device() {
-    let edits = cdi_edits();
-    let b = build_full(
-        &["--", "id"],
-        &host(0, None),
-        &image(),
-        Some(PASSWD),
-        None,
-        None,
-        Some(&edits),
-    )
-    .unwrap();
+    let b = build_cdi(&[], &host(0, None), &cdi_edits());
     let c = &b.config;
     assert_eq!(
         c["linux"]["devices"],
@@ -902,10 +895,10 @@ fn golden_root_cdi_device() {
 fn cdi_device_nodes_are_host_binds_in_a_user_namespace() {
     let edits = cdi_edits();
     for (h, args) in [
-        (host(1000, Some((65536, 65536))), vec!["--", "id"]),
-        (host(0, None), vec!["--userns", "--", "id"]),
+        (host(1000, Some((65536, 65536))), vec![]),
+        (host(0, None), vec!["--userns"]),
     ] {
-        let b = build_full(&args, &h, &image(), Some(PASSWD), None, None, Some(&edits)).unwrap();
+        let b = build_cdi(&args, &h, &edits);
         validate(&b.config);
         assert!(b.config["linux"].get("devices").is_none());
         assert!(b.config["linux"]["resources"].get("devices").is_none());
@@ -916,12 +909,7 @@ fn cdi_device_nodes_are_host_binds_in_a_user_namespace() {
         );
         assert_eq!(mount_of(&b, "/dev/vendorctl")["source"], json!("/dev/null"));
         // Mounts stay ordered by depth: /dev before the nodes in it.
-        let dests: Vec<&str> = b.config["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["destination"].as_str().unwrap())
-            .collect();
+        let dests = destinations(&b);
         let at = |d: &str| dests.iter().position(|x| *x == d).unwrap();
         assert!(at("/dev") < at("/dev/vendor0"), "{dests:?}");
         assert_eq!(b.config["process"]["user"]["additionalGids"], json!([4242]));
@@ -937,16 +925,7 @@ fn a_cdi_mount_replaces_a_mount_of_the_same_destination() {
         options: vec!["rbind".into()],
         typ: "bind".into(),
     });
-    let b = build_full(
-        &["--", "id"],
-        &host(0, None),
-        &image(),
-        Some(PASSWD),
-        None,
-        None,
-        Some(&edits),
-    )
-    .unwrap();
+    let b = build_cdi(&[], &host(0, None), &edits);
     let tmps: Vec<&Value> = b.config["mounts"]
         .as_array()
         .unwrap()

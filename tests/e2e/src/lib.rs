@@ -359,6 +359,15 @@ impl Ctx {
         self.front_cmd(args).run()
     }
 
+    /// Run `singularity-oci exec OPTS... IMAGE CMD...`; see [`Ctx::front_cmd`].
+    pub fn front_exec(&self, opts: &[&str], image: &str, cmd: &[&str]) -> Output {
+        let mut a = vec!["exec"];
+        a.extend_from_slice(opts);
+        a.push(image);
+        a.extend_from_slice(cmd);
+        self.front(&a)
+    }
+
     /// Path of an installed stage or the front: `$SIOCI_PREFIX/bin/NAME`.
     pub fn bin(&self, name: &str) -> String {
         prefix().join("bin").join(name).display().to_string()

@@ -21,12 +21,7 @@ fn container_home(ctx: &Ctx) -> String {
 }
 
 fn exec(ctx: &Ctx, opts: &[&str], cmd: &[&str]) -> Output {
-    let image = bb();
-    let mut a = vec!["exec"];
-    a.extend_from_slice(opts);
-    a.push(&image);
-    a.extend_from_slice(cmd);
-    ctx.front(&a)
+    ctx.front_exec(opts, &bb(), cmd)
 }
 
 // ---------------------------------------------------------------------------------------------
