@@ -368,6 +368,13 @@ fn nv_binds_a_driver_or_warns() {
             .assert_success()
             .assert_stderr_contains("Could not find any NVIDIA libraries on this host!")
             .assert_stderr_contains("Could not find any NVIDIA devices on this host!");
+        ctx.write_file("emptyconf/rocmliblist.conf", "libamd-nothing.so\n");
+        ctx.front_cmd(&["exec", "--rocm", &bb(), "true"])
+            .env("SINGULARITY_OCI_CONFDIR", &empty)
+            .run()
+            .assert_success()
+            .assert_stderr_contains("Could not find any ROCm libraries on this host!")
+            .assert_stderr_contains("Could not find any ROCm devices on this host!");
         ctx.assert_no_leftovers();
     }
     let driver = FakeDriver::node();
@@ -387,6 +394,19 @@ fn nv_binds_a_driver_or_warns() {
             .assert_stdout_contains("fake nvidia-smi")
             .assert_stdout_contains("lib\nnode\n")
             .assert_stdout_contains("LD=/.singularity.d/libs");
+        // SINGULARITY_NV is --nv.
+        ctx.front_cmd(&[
+            "exec",
+            &bb(),
+            "test",
+            "-x",
+            "/.singularity.d/libs/libnvidia-ml.so.1",
+        ])
+        .env("PATH", &path)
+        .env("SINGULARITY_OCI_CONFDIR", &confdir)
+        .env("SINGULARITY_NV", "true")
+        .run()
+        .assert_success();
         // --no-nv cancels it.
         ctx.front_cmd(&[
             "exec",
