@@ -869,6 +869,7 @@ fn golden_root_cdi_device() {
     assert_eq!(
         c["linux"]["resources"]["devices"],
         json!([
+            {"allow": false, "access": "rwm"},
             {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
             {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "r"}
         ])

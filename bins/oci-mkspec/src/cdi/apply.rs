@@ -5,7 +5,9 @@
 //! * `deviceNodes`: for host root, a `linux.devices` entry (replacing one of the same path;
 //!   owner defaulting to the process user when that is not root) and, for block and character
 //!   devices, a device-cgroup rule allowing its `permissions` (`rwm` when empty, none for
-//!   `none`). In a user namespace nobody may `mknod` and the device cgroup is not ours, so the
+//!   `none`), after a deny-all rule when the spec has no rule yet (SingularityCE's base spec
+//!   has one; without it crun leaves the cgroup open to every device, and an allow adds
+//!   nothing). In a user namespace nobody may `mknod` and the device cgroup is not ours, so the
 //!   host node (`hostPath`) is bind mounted at `path` instead (podman does the same for rootless
 //!   containers; crun and runc's own fallback would bind the container path from the host, the
 //!   wrong node when they differ). `permissions` cannot be enforced there: a read-only mount
@@ -88,6 +90,9 @@ fn add_node(config: &mut Value, d: &DeviceNode) {
             *resources = json!({});
         }
         let rules = arr(resources.as_object_mut().expect("an object"), "devices");
+        if rules.is_empty() {
+            rules.push(json!({"allow": false, "access": "rwm"}));
+        }
         rules.push(json!({"allow": true, "type": d.typ, "major": d.major, "minor": d.minor, "access": access}));
     }
 }

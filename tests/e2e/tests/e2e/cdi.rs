@@ -123,6 +123,33 @@ fn nodes_for_root_binds_for_users() {
     }
 }
 
+/// As root a device's `permissions` are its device-cgroup rule: a write-only node cannot be
+/// read. (`/dev/loop-control`, 10:237, is not among the devices the runtimes allow anyway.)
+#[test]
+fn root_device_permissions_are_enforced() {
+    for rt in Rt::ALL {
+        let ctx = Ctx::for_test(Profile::Root, rt);
+        ctx.mkdir("cdi");
+        ctx.write_file(
+            "cdi/loop.json",
+            r#"{"cdiVersion":"0.3.0","kind":"loop.test/ctl","devices":[{"name":"w","containerEdits":{"deviceNodes":[{"path":"/dev/loopctl-w","type":"c","major":10,"minor":237,"permissions":"w"}]}}]}"#,
+        );
+        let dir = ctx.dir().join("cdi").display().to_string();
+        exec(
+            &ctx,
+            &["--device", "loop.test/ctl=w", "--cdi-dirs", &dir],
+            &[
+                "sh",
+                "-c",
+                "true > /dev/loopctl-w && echo write; true < /dev/loopctl-w 2>/dev/null && echo read; echo x > /dev/null && echo null",
+            ],
+        )
+        .assert_success()
+        .assert_stdout_eq("write\nnull");
+        ctx.assert_no_leftovers();
+    }
+}
+
 /// YAML and JSON specs of several cdiVersions in one directory; `=all` takes every device of a
 /// kind; a later directory overrides an earlier one.
 #[test]
