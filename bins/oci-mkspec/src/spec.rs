@@ -145,6 +145,18 @@ fn empty<T: serde::de::DeserializeOwned>() -> T {
     serde_json::from_str("{}").expect("an oci-spec type with only optional fields")
 }
 
+/// SingularityCE's base spec: the device cgroup denies every device first, and the runtime then
+/// allows its default ones (and a CDI device its own). runc adds the deny itself; crun without
+/// it leaves a root container's device cgroup open to every device (`a *:* rwm`). Only root's
+/// containers have a device cgroup of their own.
+fn deny_all_devices(mut r: LinuxResources) -> Result<LinuxResources> {
+    let deny = serde_json::from_value(serde_json::json!({"allow": false, "access": "rwm"}))?;
+    let mut rules = r.devices().clone().unwrap_or_default();
+    rules.insert(0, deny);
+    r.set_devices(Some(rules));
+    Ok(r)
+}
+
 fn absolute(p: &str, cwd: &str) -> String {
     if p.starts_with('/') {
         p.to_string()
@@ -498,13 +510,16 @@ pub fn build(i: &Inputs) -> Result<Built> {
     match (&i.resources, h.is_root) {
         (Some(r), true) => {
             linux
-                .set_resources(Some(r.clone()))
+                .set_resources(Some(deny_all_devices(r.clone())?))
                 .set_cgroups_path(Some(format!("/singularity-oci/{}", h.unique).into()));
         }
         (Some(_), false) => bail!(
             "system configuration does not support cgroup management: cgroup limits need root on this host (no systemd cgroup delegation)"
         ),
-        (None, _) => {
+        (None, true) => {
+            linux.set_resources(Some(deny_all_devices(empty())?));
+        }
+        (None, false) => {
             // An empty object rather than none: crun >= 1.11 crashes without it.
             linux.set_resources(Some(empty()));
         }

@@ -902,7 +902,18 @@ fn cdi_device_nodes_are_host_binds_in_a_user_namespace() {
         let b = build_cdi(&args, &h, &edits);
         validate(&b.config);
         assert!(b.config["linux"].get("devices").is_none());
-        assert!(b.config["linux"]["resources"].get("devices").is_none());
+        // No device is allowed by a rule (root's --userns keeps only the deny-all).
+        let rules = b.config["linux"]["resources"]["devices"]
+            .as_array()
+            .cloned();
+        assert!(
+            rules
+                .unwrap_or_default()
+                .iter()
+                .all(|r| r["allow"] == json!(false)),
+            "{}",
+            b.config["linux"]["resources"]
+        );
         let m = mount_of(&b, "/dev/vendor0");
         assert_eq!(
             (&m["source"], &m["options"]),

@@ -5,9 +5,9 @@
 //! * `deviceNodes`: for host root, a `linux.devices` entry (replacing one of the same path;
 //!   owner defaulting to the process user when that is not root) and, for block and character
 //!   devices, a device-cgroup rule allowing its `permissions` (`rwm` when empty, none for
-//!   `none`), after a deny-all rule when the spec has no rule yet (SingularityCE's base spec
-//!   has one; without it crun leaves the cgroup open to every device, and an allow adds
-//!   nothing). In a user namespace nobody may `mknod` and the device cgroup is not ours, so the
+//!   `none`), after a deny-all rule when the spec has none yet (`spec::build` gives root's
+//!   containers one; without it crun leaves the cgroup open to every device, and an allow
+//!   adds nothing). In a user namespace nobody may `mknod` and the device cgroup is not ours, so the
 //!   host node (`hostPath`) is bind mounted at `path` instead (podman does the same for rootless
 //!   containers; crun and runc's own fallback would bind the container path from the host, the
 //!   wrong node when they differ). `permissions` cannot be enforced there: a read-only mount

@@ -58,7 +58,14 @@ fn hand_typed_pipeline() {
         let cfg: Value =
             serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
         assert_eq!(cfg["root"]["path"], "rootfs");
-        assert_eq!(cfg["linux"]["resources"], serde_json::json!({}));
+        // Root's device cgroup denies every device but the runtime's defaults; a user's
+        // container has no device cgroup of its own.
+        let resources = if ctx.is_root() {
+            serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]})
+        } else {
+            serde_json::json!({})
+        };
+        assert_eq!(cfg["linux"]["resources"], resources);
         // The rootfs is an empty mount point; rootfs.lower names the read-only cache entry.
         assert_eq!(std::fs::read_dir(b.join("rootfs")).unwrap().count(), 0);
         let lower = std::fs::read_link(b.join("rootfs.lower")).unwrap();
