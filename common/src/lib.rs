@@ -31,3 +31,4 @@ pub mod sif;
 pub mod subid;
 pub mod term;
 pub mod trusted;
+pub mod userenv;

@@ -428,18 +428,8 @@ pub fn build(i: &EnvInputs, warn: &mut dyn FnMut(String)) -> Vec<String> {
     let mut user = EnvList::default();
     user.set("SINGULARITY_CONTAINER", i.image_ref);
     user.set("SINGULARITY_NAME", i.image_ref);
-    for prefix in ["APPTAINERENV_", "SINGULARITYENV_"] {
-        for (k, v) in i.host_env {
-            if let Some(key) = k.strip_prefix(prefix) {
-                if key.is_empty() {
-                    warn(format!(
-                        "ignoring {k}: the variable name after {prefix} is empty"
-                    ));
-                    continue;
-                }
-                user.set(key, v);
-            }
-        }
+    for (k, v) in common::userenv::prefixed(i.host_env, warn) {
+        user.set(&k, &v);
     }
     for file in i.env_files {
         for (k, v) in file {

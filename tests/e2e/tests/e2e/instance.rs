@@ -135,6 +135,12 @@ fn instance_start_exec_list_stop() {
             "echo $FOO $PWD",
         ])
         .assert_stdout_eq("bar /tmp");
+        // The user's variables from the environment, --env winning for the same name.
+        ctx.front_cmd(&["exec", "--env", "B=opt", &inst, "sh", "-c", "echo $A $B"])
+            .env("SINGULARITYENV_A", "env-a")
+            .env("SINGULARITYENV_B", "env-b")
+            .run()
+            .assert_stdout_eq("env-a opt");
         ctx.front(&["exec", &inst, "id", "-u"])
             .assert_stdout_eq(&ctx.uid().to_string());
         // run: the image's CMD replaced by the arguments; shell: a shell reading stdin.
