@@ -12,7 +12,7 @@
 //! the user's own sandbox).
 
 use anyhow::{Context, Result};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Every absolute path the runtime may have to create in the rootfs: the mount destinations
@@ -49,20 +49,36 @@ pub fn prepare(base: &Path, upper: &Path, dest: &Path) -> Result<()> {
     }
 }
 
-/// `upper/REL` and each directory above it, with the modes of `base/REL`'s.
+/// `upper/REL` and each directory above it, with the modes of `base/REL`'s. The upper layer may
+/// be a persistent overlay directory that a container wrote before: it is walked with directory
+/// descriptors, never through a symbolic link, and the walk stops (leaving the rest to the
+/// runtime) at anything that is not a directory there.
 fn make_chain(base: &Path, upper: &Path, parent: &Path) -> Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(upper, flags, Mode::empty())
+        .with_context(|| format!("cannot open {}", upper.display()))?;
     let mut rel = PathBuf::new();
     for c in parent.components() {
         rel.push(c);
-        let mode = std::fs::symlink_metadata(base.join(&rel))?.mode() & 0o7777;
-        let made = upper.join(&rel);
-        match std::fs::DirBuilder::new().mode(mode).create(&made) {
-            Ok(()) => std::fs::set_permissions(&made, std::fs::Permissions::from_mode(mode))?,
+        let name = c.as_os_str();
+        let mode = Mode::from_raw_mode(std::fs::symlink_metadata(base.join(&rel))?.mode() & 0o7777);
+        let made = match rustix::fs::mkdirat(&dir, name, mode) {
+            Ok(()) => true,
             // Already there (an earlier run's persistent upper layer, or a whiteout): as it is.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(rustix::io::Errno::EXIST) => false,
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot create {}", made.display()));
+                let path = upper.join(&rel);
+                return Err(e).with_context(|| format!("cannot create {}", path.display()));
             }
+        };
+        dir = match rustix::fs::openat(&dir, name, flags, Mode::empty()) {
+            Ok(d) => d,
+            Err(_) => return Ok(()),
+        };
+        if made {
+            // The umask must not narrow the image's mode.
+            rustix::fs::fchmod(&dir, mode)?;
         }
     }
     Ok(())
@@ -102,6 +118,7 @@ fn writable(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn tree() -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
@@ -149,6 +166,16 @@ mod tests {
         assert_eq!(mode(&upper.path().join("opt")), before);
         assert_eq!(mode(&upper.path().join("opt/app")), 0o1777);
         make_chain(t.path(), upper.path(), Path::new("opt/app")).unwrap();
+    }
+
+    #[test]
+    fn a_link_in_the_upper_layer_is_not_followed() {
+        let t = tree();
+        let upper = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), upper.path().join("opt")).unwrap();
+        make_chain(t.path(), upper.path(), Path::new("opt/app")).unwrap();
+        assert!(!elsewhere.path().join("app").exists());
     }
 
     #[test]
