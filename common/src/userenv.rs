@@ -4,6 +4,31 @@
 /// The prefixes, in ascending priority.
 pub const PREFIXES: [&str; 2] = ["APPTAINERENV_", "SINGULARITYENV_"];
 
+/// An ordered key/value list where a later set replaces the value in place.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnvList(pub Vec<(String, String)>);
+
+impl EnvList {
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn set(&mut self, k: &str, v: &str) {
+        match self.0.iter_mut().find(|(key, _)| key == k) {
+            Some(e) => e.1 = v.to_string(),
+            None => self.0.push((k.to_string(), v.to_string())),
+        }
+    }
+    pub fn contains(&self, k: &str) -> bool {
+        self.get(k).is_some()
+    }
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+}
+
 /// `(NAME, VALUE)` for every prefixed variable of `host_env`, in ascending priority (a later
 /// pair for the same name wins). A prefix with no name after it is reported through `warn` and
 /// skipped.
@@ -32,6 +57,15 @@ pub fn prefixed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_later_value_wins_and_each_name_comes_once() {
+        let mut l = EnvList::default();
+        for (k, v) in [("A", "1"), ("B", "2"), ("A", "3")] {
+            l.set(k, v);
+        }
+        assert_eq!(l.to_strings(), ["A=3", "B=2"]);
+    }
 
     #[test]
     fn singularity_wins_over_apptainer_and_empty_names_are_skipped() {

@@ -117,14 +117,17 @@ fn exec_in(g: &Global, mut args: common::cli::Args) -> Result<i32> {
     // for the same name winning; each name is given once (a process's own lookup would find the
     // first of two).
     let host_env: Vec<(String, String)> = std::env::vars().collect();
-    let mut pairs = common::userenv::prefixed(&host_env, &mut |w| common::cli::warn(w));
+    let mut user = common::userenv::EnvList::default();
+    for (k, v) in common::userenv::prefixed(&host_env, &mut |w| common::cli::warn(w)) {
+        user.set(&k, &v);
+    }
     while let Some(e) = args.opts.opt_value_from_str::<_, String>(["-e", "--env"])? {
         let Some((k, v)) = e.split_once('=') else {
             bail!("--env {e}: expected NAME=VALUE");
         };
-        pairs.push((k.to_string(), v.to_string()));
+        user.set(k, v);
     }
-    let env = last_of_each_name(pairs);
+    let env = user.to_strings();
     let cwd: Option<String> = args.opts.opt_value_from_str("--cwd")?;
     let (pos, after) = args.positionals()?;
     let mut pos = pos.into_iter();
@@ -154,35 +157,10 @@ fn exec_in(g: &Global, mut args: common::cli::Args) -> Result<i32> {
     exec::exec(&rt, &RealHost, &Target::of(&sd), &req)
 }
 
-/// `NAME=VALUE` once a name, at the place of its first pair with the value of its last.
-fn last_of_each_name(pairs: Vec<(String, String)>) -> Vec<String> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for (k, v) in pairs {
-        match out.iter_mut().find(|(name, _)| *name == k) {
-            Some(e) => e.1 = v,
-            None => out.push((k, v)),
-        }
-    }
-    out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
 /// Parse a whole number of seconds.
 pub fn seconds(opt: &str, v: &str) -> Result<Duration> {
     match v.parse::<u64>() {
         Ok(n) => Ok(Duration::from_secs(n)),
         Err(_) => bail!("{opt} needs a whole number of seconds, got '{v}'"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_later_value_wins_and_each_name_comes_once() {
-        let pairs = [("A", "1"), ("B", "2"), ("A", "3")]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .to_vec();
-        assert_eq!(last_of_each_name(pairs), ["A=3", "B=2"]);
     }
 }

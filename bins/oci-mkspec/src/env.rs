@@ -23,30 +23,7 @@ const COMPAT_PASSTHROUGH: &[&str] = &[
     "NO_PROXY",
 ];
 
-/// An ordered key/value list where a later set replaces the value in place.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EnvList(pub Vec<(String, String)>);
-
-impl EnvList {
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn set(&mut self, k: &str, v: &str) {
-        match self.0.iter_mut().find(|(key, _)| key == k) {
-            Some(e) => e.1 = v.to_string(),
-            None => self.0.push((k.to_string(), v.to_string())),
-        }
-    }
-    pub fn contains(&self, k: &str) -> bool {
-        self.get(k).is_some()
-    }
-    pub fn to_strings(&self) -> Vec<String> {
-        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect()
-    }
-}
+pub use common::userenv::EnvList;
 
 /// Parse one `--env` value the way pflag's StringToString does: a single `=` means one pair
 /// (commas kept); several `=` mean a CSV list of pairs.
