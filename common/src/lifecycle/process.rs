@@ -234,10 +234,20 @@ mod tests {
 
     /// A stand-in runtime: a shell script that reports its argv, which needs no real runtime.
     fn script(dir: &Path, body: &str) -> Program {
-        use std::os::unix::fs::PermissionsExt;
         let p = dir.join("fake-runtime");
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Written by a child process: a file this test process had open for writing could be
+        // inherited by a child another test thread forks at that moment, and executing it would
+        // then fail with ETXTBSY until that child execs.
+        let made = std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$0\" && chmod 0755 \"$0\"",
+            ])
+            .arg(&p)
+            .arg(body)
+            .status()
+            .unwrap();
+        assert!(made.success());
         Program {
             bin: RuntimeBinary {
                 path: p,
