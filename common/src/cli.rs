@@ -103,10 +103,19 @@ pub fn positionals(opts: pico_args::Arguments) -> anyhow::Result<Vec<String>> {
 impl Tool {
     /// Parse the process arguments: handle `--help`/`--version` (anywhere before `--`).
     pub fn args(&self) -> anyhow::Result<Args> {
+        self.args_from(false)
+    }
+
+    fn args_from(&self, chainable: bool) -> anyhow::Result<Args> {
         PROGRAM.get_or_init(|| self.name);
         install_panic_hook();
         restore_default_interrupts();
-        let raw: Vec<OsString> = std::env::args_os().skip(1).collect();
+        let mut raw: Vec<OsString> = std::env::args_os().skip(1).collect();
+        // The next stage's words are its own: its --help is not this stage's.
+        if chainable && let Some(next) = crate::chain::split(&mut raw)? {
+            crate::chain::die_with_launcher()?;
+            crate::chain::set_next(next);
+        }
         for a in &raw {
             if a == "--" {
                 break;
@@ -126,8 +135,19 @@ impl Tool {
     /// Run `body`, turning an error into a FATAL line and exit 255, and an `Ok(code)` into that
     /// exit code. Never returns.
     pub fn main(&self, body: impl FnOnce(Args) -> anyhow::Result<i32>) -> ! {
-        let result = self.args().and_then(body);
+        self.main_from(false, body)
+    }
+
+    /// [`Tool::main`] for a stage that takes `--then PROGRAM [ARGS...]` (`crate::chain`): on
+    /// success its record goes to PROGRAM's stdin, by exec, instead of to stdout.
+    pub fn main_chainable(&self, body: impl FnOnce(Args) -> anyhow::Result<i32>) -> ! {
+        self.main_from(true, body)
+    }
+
+    fn main_from(&self, chainable: bool, body: impl FnOnce(Args) -> anyhow::Result<i32>) -> ! {
+        let result = self.args_from(chainable).and_then(body);
         match result {
+            Ok(0) if crate::chain::is_chained() => fatal(format_chain(&crate::chain::exec_next())),
             Ok(code) => {
                 use std::io::Write;
                 let _ = std::io::stdout().flush();

@@ -9,6 +9,7 @@ pub mod bundleremoval;
 pub mod bundlesweep;
 pub mod cache;
 pub mod cachelist;
+pub mod chain;
 pub mod cli;
 pub mod digest;
 pub mod fds;

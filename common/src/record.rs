@@ -641,9 +641,16 @@ pub fn read_record<T: Record>(input: Option<&Path>) -> Result<T> {
     parse_record(&bytes, &source)
 }
 
-/// Print a record as one line of JSON on stdout.
+/// Print a record as one line of JSON on stdout (or keep it for the next stage of a
+/// `--then` chain, `crate::chain`).
 pub fn print_record<T: Record>(record: &T) -> Result<()> {
     use std::io::Write;
+    if crate::chain::is_chained() {
+        let mut line = serde_json::to_vec(record).context("cannot serialise record")?;
+        line.push(b'\n');
+        crate::chain::keep_record(line);
+        return Ok(());
+    }
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, record).context("cannot serialise record")?;
     out.write_all(b"\n")

@@ -53,6 +53,9 @@ Options:
   --inspect-json                print SingularityCE's `inspect --json` document instead of
                                 the record
   --list-cache                  print what the cache holds (a cache record) and fetch nothing
+  --then PROGRAM [ARGS...]      do not print the record: exec PROGRAM ARGS with the record on
+                                its stdin (the rest of the line is PROGRAM's; see
+                                oci-fetch(1), CHAINING)
   -q, --quiet                   no progress bars
   -h, --help                    this text
   --version                     print the version
@@ -339,12 +342,18 @@ fn run(reference: &str, opts: &Opts) -> Result<()> {
 }
 
 fn main() {
-    TOOL.main(|mut args| {
+    TOOL.main_chainable(|mut args| {
+        // Credentials are this stage's alone: a later stage of a --then chain never sees them.
+        common::chain::withhold_from_next(registry::auth::ENV_USERNAME);
+        common::chain::withhold_from_next(registry::auth::ENV_PASSWORD);
         let opts = parse_opts(&mut args.opts)?;
         if args.has_command {
             bail!("unexpected '--': oci-fetch takes no command");
         }
         let (pos, _) = args.positionals()?;
+        if opts.inspect_json && common::chain::is_chained() {
+            bail!("--inspect-json prints a document, not a record: it cannot hand anything on with --then");
+        }
         if opts.list_cache {
             if let Some(p) = pos.first() {
                 bail!("--list-cache takes no image reference (got '{p}')");

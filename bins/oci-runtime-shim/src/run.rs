@@ -24,7 +24,9 @@ pub fn run(
     let bundle = check_bundle(bundle)?;
     let id = id.unwrap_or_else(|| format!("sioci-{}", common::fsutil::unique_suffix()));
     statedir::check_container_id(&id)?;
-    let watchdog = match tie_to_launcher(g, &bundle, &id, remove_bundle) {
+    // Resolved once: the runtime's path and the state root take a dozen path lookups.
+    let rt = crate::ops::program(g, g.runtime.as_deref())?;
+    let watchdog = match tie_to_launcher(&rt, &bundle, &id, remove_bundle) {
         Ok(w) => w,
         Err(e) => {
             // Nobody else will remove a throwaway bundle whose launcher is gone.
@@ -34,7 +36,7 @@ pub fn run(
             return Err(e);
         }
     };
-    let outcome = run_in(g, &bundle, pid_file, id, (&watchdog, remove_bundle));
+    let outcome = run_in(&rt, &bundle, pid_file, id, (&watchdog, remove_bundle));
     if let Some(expected) = remove_bundle {
         // Whatever the outcome: the bundle was made for this run only. A failure here must not
         // hide the container's exit status.
@@ -54,13 +56,12 @@ pub fn run(
 /// run made (container, state directory, and the bundle with `--remove-bundle`) if the shim is
 /// killed.
 fn tie_to_launcher(
-    g: &Global,
+    rt: &Program,
     bundle: &Path,
     id: &str,
     remove_bundle: Removal,
 ) -> Result<crate::launcher::Watchdog> {
     crate::launcher::die_with_parent()?;
-    let rt = crate::ops::program(g, g.runtime.as_deref())?;
     crate::launcher::Watchdog::start(|| {
         // The shim's descriptors close (waking the watchdog) before the kernel sends the
         // runtime its parent-death signal: a runtime still finishing its `run` can write the
@@ -120,14 +121,13 @@ fn sweep_orphans(rt: &Program) {
 }
 
 fn run_in(
-    g: &Global,
+    rt: &Program,
     bundle: &Path,
     pid_file: Option<PathBuf>,
     id: String,
     launcher: (&crate::launcher::Watchdog, Removal),
 ) -> Result<i32> {
-    let rt = crate::ops::program(g, g.runtime.as_deref())?;
-    sweep_orphans(&rt);
+    sweep_orphans(rt);
     prepare_new_container(rt.kind(), &RealHost)?;
     let guard = SdGuard::new(StateDir::create(&rt.root, &id)?);
     let dir = guard.get();
@@ -143,7 +143,7 @@ fn run_in(
     };
     if crate::console::wants_terminal(bundle)? {
         return crate::console::run(
-            &rt,
+            rt,
             &crate::console::Paths {
                 bundle,
                 pid_file: &pid_file,

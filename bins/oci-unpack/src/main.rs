@@ -35,6 +35,9 @@ Options:
                         list-apps, all (comma-separated; labels when empty)
   --json                with --inspect: the JSON document (SingularityCE's inspect --json)
   --app NAME            with --inspect: the SCIF app NAME's metadata
+  --then PROGRAM [ARGS...]
+                        do not print the record: exec PROGRAM ARGS with the record on its stdin
+                        (the rest of the line is PROGRAM's; see oci-unpack(1), CHAINING)
   -q, --quiet           no progress bars (also: SINGULARITY_QUIET set); without it a cold unpack
                         draws one bar per layer (bytes of its compressed blob) and a total
                         when stderr is a terminal
@@ -46,7 +49,7 @@ See oci-unpack(1).
 };
 
 fn main() {
-    TOOL.main(|mut args| {
+    TOOL.main_chainable(|mut args| {
         let input: Option<PathBuf> = args.opts.opt_value_from_str("--input")?;
         let bundle: Option<PathBuf> = args.opts.opt_value_from_str("--bundle")?;
         let own: Option<String> = args.opts.opt_value_from_str("--ownership")?;
@@ -68,6 +71,9 @@ fn main() {
             Some(s) => parse_size(&s)?,
             None => DEFAULT_MAX_SIZE,
         };
+        if inspect.is_some() && common::chain::is_chained() {
+            bail!("--inspect prints text, not a record: it cannot hand anything on with --then");
+        }
         let record: ImageRecord = read_record(input.as_deref())?;
         if let Some(list) = inspect {
             let sections = Sections::parse(&list)?;

@@ -6,6 +6,7 @@
 mod actions;
 mod attach;
 mod cdi;
+mod chain;
 mod conmon;
 mod conmon_support;
 mod fetch;
