@@ -100,24 +100,34 @@ pub fn remove_bundle(bundle: &Path, expected: Option<(u64, u64)>) -> Result<()> 
 }
 
 fn detach_mounts_below(dir: &Path) -> Result<()> {
-    let mut below = mounts_below(dir)?;
-    // Deepest first: a mount on top of another must go before it.
-    below.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-    below.dedup();
-    for m in &below {
-        // EINVAL: already gone with its parent (a detach takes the whole subtree).
-        match umount2(
-            m.as_path(),
-            MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
-        ) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot unmount {}", m.display())),
+    // Mounts can be stacked on one mount point (the starter's tmpfs under the overlay on
+    // `rootfs`), and a detach takes only the top one: go round until none is left, a bounded
+    // number of times.
+    for _ in 0..8 {
+        let mut below = mounts_below(dir)?;
+        if below.is_empty() {
+            return Ok(());
+        }
+        // Deepest first: a mount on top of another must go before it.
+        below.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+        below.dedup();
+        for m in &below {
+            // EINVAL: already gone with its parent (a detach takes the whole subtree).
+            match umount2(
+                m.as_path(),
+                MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
+            ) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot unmount {}", m.display()));
+                }
+            }
         }
     }
-    if let Some(m) = mounts_below(dir)?.first() {
-        bail!("{} is still mounted", m.display());
+    match mounts_below(dir)?.first() {
+        Some(m) => bail!("{} is still mounted", m.display()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Mount points strictly below `dir` in this mount namespace.

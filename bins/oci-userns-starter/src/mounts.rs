@@ -51,9 +51,19 @@ impl OverlayPlan {
                 target.display()
             );
         }
+        // The tmpfs goes on the mount point itself, under the overlay, when the image tree is
+        // elsewhere: no `.overlay` directory is made on the bundle's disk and removed again
+        // (on a disk mounted with `discard` and no journal, every directory removed waits for
+        // a synchronous discard). A private rootfs that is the overlay's own lower layer would
+        // be hidden by it, so then the tmpfs gets its own `.overlay`.
+        let scratch = if base == target {
+            bundle.join(".overlay")
+        } else {
+            target.clone()
+        };
         let plan = OverlayPlan {
             base,
-            scratch: bundle.join(".overlay"),
+            scratch,
             target,
             layers: (!dirs.is_empty())
                 .then(|| common::overlay::open(&dirs))
@@ -66,7 +76,7 @@ impl OverlayPlan {
     }
 
     /// Mount the overlay: its upper layer is the writable overlay directory's `upper`, or a
-    /// tmpfs (`tmpfs_mib`) on the bundle's `.overlay`. `in_userns` selects `userxattr`: in a
+    /// tmpfs (`tmpfs_mib`, see [`OverlayPlan::mount_scratch`]). `in_userns` selects `userxattr`: in a
     /// user namespace overlayfs cannot use `trusted.*` xattrs, and without them removing a
     /// lower directory fails with EIO (checked on kernel 6.18). The overlay directories' locks
     /// are then handed on to the program the starter execs.
@@ -116,7 +126,9 @@ impl OverlayPlan {
         Ok(())
     }
 
-    /// The tmpfs upper layer: `upper` and `work` in a tmpfs on the bundle's `.overlay`.
+    /// The tmpfs upper layer: `upper` and `work` in a tmpfs on the rootfs mount point (then
+    /// covered by the overlay; overlayfs holds its layers from the moment it is mounted), or on
+    /// the bundle's `.overlay` when the rootfs mount point holds the lower layer.
     fn mount_scratch(&self, tmpfs_mib: u64) -> Result<(PathBuf, PathBuf)> {
         if !self.scratch.exists() {
             std::fs::create_dir(&self.scratch)

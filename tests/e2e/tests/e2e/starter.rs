@@ -117,7 +117,7 @@ fn overlay_is_writable_keeps_the_lower_and_leaves_no_mount() {
             .unwrap();
         let r = b.join("rootfs").display().to_string();
         let script = format!(
-            "cat {r}/d/f && rm -rf {r}/d && mkdir {r}/d && echo new > {r}/d/g && ls {r}/d && grep -c ' {r} ' /proc/self/mountinfo"
+            "cat {r}/d/f && rm -rf {r}/d && mkdir {r}/d && echo new > {r}/d/g && ls {r}/d && grep ' {r} ' /proc/self/mountinfo | grep -c ' - overlay '"
         );
         let bs = b.display().to_string();
         let out = starter(
