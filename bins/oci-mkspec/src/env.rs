@@ -451,7 +451,17 @@ pub fn build(i: &EnvInputs, warn: &mut dyn FnMut(String)) -> Vec<String> {
             user_ld,
             i.no_compat && !i.no_eval,
         );
+        // The host's variables are exported by the action script after the image's scripts
+        // and the user's variables, only where those left them unset (SingularityCE's
+        // `98-singularityenv.sh`), not given to the process from the start.
+        let held: Vec<String> = i
+            .host_env
+            .iter()
+            .filter(|(k, _)| host_var_passes(i, k) && !env.contains(k))
+            .map(|(k, _)| k.clone())
+            .collect();
         pass_host_vars(&mut env, i);
+        crate::singularity_d::hold_host_vars(&mut env, held.iter().map(String::as_str));
         return env.to_strings();
     }
     let mut path = user_path
@@ -477,17 +487,21 @@ pub fn build(i: &EnvInputs, warn: &mut dyn FnMut(String)) -> Vec<String> {
 /// Host variables, only where neither the image nor the user set them; HOME of an image USER.
 fn pass_host_vars(env: &mut EnvList, i: &EnvInputs) {
     for (k, v) in i.host_env {
-        let pass = if i.no_compat && !i.cleanenv {
-            host_var_passes_no_compat(k)
-        } else {
-            COMPAT_PASSTHROUGH.contains(&k.as_str()) || crate::launch::is_wiring_var(k)
-        };
-        if pass && !env.contains(k) {
+        if host_var_passes(i, k) && !env.contains(k) {
             env.set(k, v);
         }
     }
     if let Some(h) = i.user_home.filter(|_| !env.contains("HOME")) {
         env.set("HOME", h);
+    }
+}
+
+/// Whether host variable `k` passes in the mode `i` asks for.
+fn host_var_passes(i: &EnvInputs, k: &str) -> bool {
+    if i.no_compat && !i.cleanenv {
+        host_var_passes_no_compat(k)
+    } else {
+        COMPAT_PASSTHROUGH.contains(&k) || crate::launch::is_wiring_var(k)
     }
 }
 
@@ -641,6 +655,27 @@ mod tests {
         assert_eq!(get(&e, "PATH"), Some(DEFAULT_PATH));
         i.cleanenv = true;
         assert_eq!(get(&build_q(&i), "WHO"), None);
+    }
+
+    /// A Singularity-built image gets the passing host variables named for the action script
+    /// to hold back; what the user sets is not among them.
+    #[test]
+    fn native_images_hold_the_host_variables_back() {
+        let host = kv(&[
+            ("WHO", "ME"),
+            ("TERM", "xterm"),
+            ("SINGULARITYENV_TERM", "vt100"),
+            ("BASH_FUNC_ml%%", "() { :; }"),
+        ]);
+        let mut i = base(&host, &[]);
+        i.native = true;
+        i.no_compat = true;
+        let e = build_q(&i);
+        assert_eq!(get(&e, "WHO"), Some("ME"));
+        assert_eq!(get(&e, "TERM"), Some("vt100"));
+        assert_eq!(get(&e, crate::singularity_d::HOST_ENV_KEYS), Some("WHO"));
+        i.no_compat = false;
+        assert_eq!(get(&build_q(&i), crate::singularity_d::HOST_ENV_KEYS), None);
     }
 
     #[test]

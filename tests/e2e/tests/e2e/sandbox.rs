@@ -207,6 +207,40 @@ fn the_users_variables_win_over_the_image_env_scripts() {
     }
 }
 
+/// The host's variables reach a Singularity-built image as SingularityCE's
+/// `98-singularityenv.sh` exports them: after the image's env scripts and the user's
+/// variables, each only if nothing set it by then. The image's scripts do not see them, an
+/// evaluated user value does not either, a variable a script unset comes back, one it set
+/// stays; in compat mode the same holds for the few that pass (TERM).
+#[test]
+fn host_variables_come_after_the_image_env_scripts() {
+    for ctx in matrix() {
+        let sb = build_sandbox(&ctx, "sb");
+        ctx.write_file(
+            "sb/.singularity.d/env/50-host.sh",
+            "export SEEN=\"${HOSTV:-unset}|${TERM:-unset}\" CGO=0\nunset GONE\n",
+        );
+        let img = sb.to_str().unwrap();
+        let show = "echo \"$HOSTV|$CGO|$SEEN|$GONE|$WHO|$TERM\"";
+        ctx.front_cmd(&["exec", "--no-compat", img, "/bin/sh", "-c", show])
+            .env("HOSTV", "host")
+            .env("CGO", "host")
+            .env("GONE", "back")
+            .env("TERM", "xterm")
+            .env("SINGULARITYENV_WHO", "[$HOSTV]")
+            .run()
+            .assert_code(0)
+            .assert_stdout_eq("host|0|unset|unset|back|[]|xterm");
+        ctx.front_cmd(&["exec", img, "/bin/sh", "-c", show])
+            .env("HOSTV", "host")
+            .env("TERM", "xterm")
+            .run()
+            .assert_code(0)
+            .assert_stdout_eq("|0|unset|unset|||xterm");
+        ctx.assert_no_leftovers();
+    }
+}
+
 /// A sandbox that someone else could swap while it runs is refused before anything is made:
 /// one owned by another user (for root too), one writable by others, one below a directory
 /// others can write, `/`, and a directory without `/.singularity.d`.
@@ -387,14 +421,16 @@ fn scif_apps_of_a_sandbox() {
                 "a=sb/scif/apps/hello && mkdir -p $a/scif/env $a/bin && \
                  printf '#!/bin/sh\\necho \"app:$APPVAR:$*\"\\n' > $a/scif/runscript && \
                  printf 'export APPVAR=appenv\\n' > $a/scif/env/90-environment.sh && \
-                 printf '#!/bin/sh\\necho tool\\n' > $a/bin/hellotool && chmod 755 $a/scif/runscript $a/bin/hellotool",
+                 printf '#!/bin/sh\\necho tool\\n' > $a/bin/hellotool && chmod 755 $a/scif/runscript $a/bin/hellotool && \
+                 printf 'export APPVAR=\"${APPVAR:-}:97\"\\n' > sb/.singularity.d/env/97-late.sh",
             ],
         )
         .assert_code(0);
         let img = sb.to_str().unwrap();
+        // The app's environment comes where 95-apps.sh would sort: before 97-late.sh.
         ctx.front(&["run", "--app", "hello", img, "x"])
             .assert_code(0)
-            .assert_stdout_eq("app:appenv:x");
+            .assert_stdout_eq("app:appenv:97:x");
         ctx.front(&[
             "exec",
             "--app",
