@@ -14,4 +14,5 @@ pub mod sandbox;
 pub mod save;
 pub mod sif;
 pub mod sifwrite;
+pub mod squash;
 pub mod store;

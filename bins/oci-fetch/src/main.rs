@@ -47,8 +47,10 @@ Options:
   --docker-host HOST            accepted and ignored (docker-daemon: is not supported)
   --jobs N                      blobs downloaded in parallel (default 3)
   --save-archive FILE           also write the image to FILE as one OCI archive
-  --save-oci-sif FILE           also write the image to FILE as an OCI-SIF (squashfs layers
-                                made with sqfstar; same image, same bytes)
+  --save-oci-sif FILE           also write the image to FILE as an OCI-SIF (its layers
+                                squashed into one squashfs made with sqfstar, as
+                                SingularityCE 4 does; same image, same bytes)
+  --keep-layers                 with --save-oci-sif: one squashfs per layer instead
   --force                       let --save-archive/--save-oci-sif replace an existing FILE
   --inspect-json                print SingularityCE's `inspect --json` document instead of
                                 the record
@@ -61,7 +63,7 @@ Options:
   --version                     print the version
 
 Value options: --platform --arch --tls-verify --docker-host --jobs --tmpdir --authfile --creds --cert-dir --save-archive --save-oci-sif
-Flag options: --offline --disable-cache --no-https --quiet -q --force --inspect-json --list-cache
+Flag options: --offline --disable-cache --no-https --quiet -q --force --keep-layers --inspect-json --list-cache
 
 See oci-fetch(1).
 ",
@@ -84,6 +86,8 @@ pub struct Opts {
     pub save_archive: Option<PathBuf>,
     /// `--save-oci-sif FILE` (see sifwrite.rs).
     pub save_oci_sif: Option<PathBuf>,
+    /// `--keep-layers`: the OCI-SIF keeps the image's layers (see sifwrite.rs).
+    pub keep_layers: bool,
     pub force: bool,
     /// `--inspect-json` (see inspect.rs).
     pub inspect_json: bool,
@@ -114,6 +118,7 @@ const FLAG_OPTIONS: &[&str] = &[
     "--quiet",
     "-q",
     "--force",
+    "--keep-layers",
     "--inspect-json",
     "--list-cache",
 ];
@@ -189,6 +194,7 @@ fn parse_opts(args: &mut pico_args::Arguments) -> Result<Opts> {
         save_archive: path_value(args, "--save-archive")?,
         save_oci_sif: path_value(args, "--save-oci-sif")?,
         force: flag(args, "--force"),
+        keep_layers: flag(args, "--keep-layers"),
         inspect_json: flag(args, "--inspect-json"),
         list_cache: flag(args, "--list-cache"),
     })
@@ -326,7 +332,7 @@ fn run(reference: &str, opts: &Opts) -> Result<()> {
             save::write_oci_archive(&fetched.record, out, opts.force)?;
         }
         if let Some(out) = &opts.save_oci_sif {
-            sifwrite::write_oci_sif(&fetched.record, out, opts.force)?;
+            sifwrite::write_oci_sif(&fetched.record, out, opts.force, opts.keep_layers)?;
         }
         if opts.inspect_json {
             return inspect::print(&fetched.record);

@@ -1,13 +1,17 @@
 //! `--save-oci-sif FILE`: write the fetched image as an OCI-SIF, the single-file format
 //! SingularityCE 4 runs with `--oci`, laid out as sylabs/oci-tools writes it.
 //!
-//! * Each layer becomes a squashfs made by `sqfstar` (squashfs-tools) from the layer's tar, with
+//! * An image of more than one layer is squashed into one (squash.rs), as SingularityCE does
+//!   unless `--keep-layers` is given: one squashfs holds the tree the layers leave.
+//! * With `--keep-layers` (or one layer), each layer becomes a squashfs. A squashfs is made by
+//!   `sqfstar` (squashfs-tools) from a tar stream, with
 //!   the root directory owned by 0:0, mode 0755 (SingularityCE's flags). AUFS whiteouts
 //!   (`.wh.NAME`, `.wh..wh..opq`) are turned into OverlayFS ones (a 0/0 character device, the
 //!   directory attribute `trusted.overlay.opaque=y`), as SingularityCE does for an image whose
 //!   layers it keeps, because it mounts the layers with overlayfs.
-//! * A hard link to a file of a lower layer cannot be held by one layer's squashfs (sqfstar
-//!   drops it): the file's content is copied up into the layer as a regular file instead.
+//! * A hard link to a file of a lower layer cannot be held by one kept layer's squashfs
+//!   (sqfstar drops it): the file's content is copied up into the layer as a regular file
+//!   instead. Squashed, the link stays a link.
 //! * The config is the source's with `rootfs.diff_ids` naming the squashfs layers (a squashfs
 //!   layer is not compressed, so its diff ID is its digest); the manifest is an OCI manifest;
 //!   the root index lists it with its platform.
@@ -17,13 +21,14 @@
 //!
 //! Same input, same bytes: the SIF is written the way sylabs/sif's deterministic mode writes it
 //! (nil header ID, creation and modification times of Go's zero time), and sqfstar gets
-//! `SOURCE_DATE_EPOCH` set to the newest modification time in the layer, which fixes the
+//! `SOURCE_DATE_EPOCH` set to the newest modification time in its input, which fixes the
 //! superblock and root directory times to a value taken from the content while clamping no
 //! file's time. (sqfstar 4.5's `-mkfs-time 0 -root-time 0`, which SingularityCE passes, still
 //! stamp the current time.)
 
 use crate::media::{self, Compression};
 use crate::save;
+use crate::squash;
 use anyhow::{Context, Result, bail};
 use common::digest::Digest;
 use common::record::{Descriptor, ImageRecord};
@@ -39,7 +44,7 @@ const DESCRIPTORS_AT: u64 = 4096;
 /// Go's zero `time.Time` in Unix seconds: what sylabs/sif's deterministic mode records.
 const GO_ZERO_TIME: i64 = -62_135_596_800;
 const DEFAULT_GROUP: u32 = 1;
-const WHITEOUT: &[u8] = b".wh.";
+pub(crate) const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 const OPAQUE_XATTR: &[u8] = b"SCHILY.xattr.trusted.overlay.opaque";
 
@@ -57,7 +62,12 @@ enum Source {
 }
 
 /// Write `record`'s image (blobs in `record.layout`) to `out` as an OCI-SIF.
-pub fn write_oci_sif(record: &ImageRecord, out: &Path, force: bool) -> Result<()> {
+pub fn write_oci_sif(
+    record: &ImageRecord,
+    out: &Path,
+    force: bool,
+    keep_layers: bool,
+) -> Result<()> {
     if record.sif.is_some() {
         bail!(
             "the image is already a {} file ({}): copy that file instead",
@@ -73,7 +83,7 @@ pub fn write_oci_sif(record: &ImageRecord, out: &Path, force: bool) -> Result<()
         .context("writing an OCI-SIF needs sqfstar (squashfs-tools 4.5 or later) on PATH")?;
     save::write_whole(out, force, |tmp| {
         let work = WorkDir::create(tmp)?;
-        let objects = objects(record, &sqfstar, &work.0)?;
+        let objects = objects(record, &sqfstar, &work.0, keep_layers)?;
         write_sif(tmp, &objects)
     })
 }
@@ -116,14 +126,30 @@ impl Drop for WorkDir {
     }
 }
 
-fn objects(record: &ImageRecord, sqfstar: &Path, work: &Path) -> Result<Vec<Object>> {
+fn objects(
+    record: &ImageRecord,
+    sqfstar: &Path,
+    work: &Path,
+    keep_layers: bool,
+) -> Result<Vec<Object>> {
     let mut objs = Vec::new();
     let mut layers = Vec::new();
-    for (i, l) in record.layers.iter().enumerate() {
-        let out = work.join(format!("layer{i}.sqfs"));
-        squashfs_layer(&record.layout, l, &record.layers[..i], sqfstar, &out).with_context(
-            || format!("cannot convert layer {} ({}) to squashfs", i + 1, l.digest),
-        )?;
+    let mut outs = Vec::new();
+    if keep_layers || record.layers.len() < 2 {
+        for (i, l) in record.layers.iter().enumerate() {
+            let out = work.join(format!("layer{i}.sqfs"));
+            squashfs_layer(&record.layout, l, &record.layers[..i], sqfstar, &out).with_context(
+                || format!("cannot convert layer {} ({}) to squashfs", i + 1, l.digest),
+            )?;
+            outs.push(out);
+        }
+    } else {
+        let out = work.join("squashed.sqfs");
+        squashfs_of_squashed(&record.layout, &record.layers, sqfstar, &out)
+            .context("cannot squash the layers into one squashfs")?;
+        outs.push(out);
+    }
+    for out in outs {
         let (digest, size) = hash_file(&out)?;
         layers.push(Descriptor {
             media_type: crate::sif::SQUASHFS_LAYER.into(),
@@ -317,18 +343,7 @@ fn scan(tar: impl Read) -> Result<Scan> {
     let mut ar = tar::Archive::new(tar);
     for e in ar.entries().context("cannot read the layer's tar")? {
         let mut e = e.context("cannot read the layer's tar")?;
-        s.newest = s.newest.max(e.header().mtime().unwrap_or(0));
-        if let Some(exts) = e.pax_extensions()? {
-            for x in exts.flatten() {
-                if x.key_bytes() == b"mtime"
-                    && let Some(secs) = std::str::from_utf8(x.value_bytes())
-                        .ok()
-                        .and_then(|v| v.split('.').next()?.parse::<u64>().ok())
-                {
-                    s.newest = s.newest.max(secs + 1);
-                }
-            }
-        }
+        s.newest = s.newest.max(entry_mtime(&mut e)?);
         let raw = e.path_bytes().into_owned();
         s.odd_names |= raw == b"." || has_dot_component(&raw);
         let path = normalize(&raw);
@@ -354,8 +369,26 @@ fn scan(tar: impl Read) -> Result<Scan> {
     Ok(s)
 }
 
+/// An entry's modification time in whole seconds, rounded up when an extended header gives
+/// a fraction (no file's time may lie after the one `SOURCE_DATE_EPOCH` fixes).
+pub(crate) fn entry_mtime<R: Read>(e: &mut tar::Entry<R>) -> Result<u64> {
+    let mut t = e.header().mtime().unwrap_or(0);
+    if let Some(exts) = e.pax_extensions()? {
+        for x in exts.flatten() {
+            if x.key_bytes() == b"mtime"
+                && let Some(secs) = std::str::from_utf8(x.value_bytes())
+                    .ok()
+                    .and_then(|v| v.split('.').next()?.parse::<u64>().ok())
+            {
+                t = t.max(secs + 1);
+            }
+        }
+    }
+    Ok(t)
+}
+
 /// A tar member name without `./`, leading or trailing slashes.
-fn normalize(p: &[u8]) -> Vec<u8> {
+pub(crate) fn normalize(p: &[u8]) -> Vec<u8> {
     let mut p = p;
     loop {
         if let Some(r) = p.strip_prefix(b"./") {
@@ -383,7 +416,7 @@ fn has_dot_component(p: &[u8]) -> bool {
 }
 
 /// (parent, base name) of a normalized path; the parent of a top-level name is empty.
-fn split(p: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split(p: &[u8]) -> (&[u8], &[u8]) {
     match p.iter().rposition(|&c| c == b'/') {
         Some(i) => (&p[..i], &p[i + 1..]),
         None => (&[], p),
@@ -407,14 +440,7 @@ fn squashfs_layer(
     sqfstar: &Path,
     out: &Path,
 ) -> Result<()> {
-    // The cache verified the blob when it was stored; check again before building on it.
-    let (got, _) = hash_file(&blob_path(layout, d)?)?;
-    if got.to_string() != d.digest {
-        bail!(
-            "blob {} in the cache no longer matches its digest",
-            d.digest
-        );
-    }
+    verify_blob(layout, d)?;
     let s = scan(layer_tar(layout, d)?)?;
     let mut copied = HashMap::new();
     for (k, t) in s.lower_link_targets().into_iter().enumerate() {
@@ -427,28 +453,68 @@ fn squashfs_layer(
         })?;
         copied.insert(t, file);
     }
+    run_sqfstar(sqfstar, out, s.newest, |stdin| {
+        if s.whiteouts || s.odd_names || !copied.is_empty() {
+            to_overlay_whiteouts(layer_tar(layout, d)?, stdin, &s, &copied)
+        } else {
+            let mut stdin = stdin;
+            std::io::copy(&mut layer_tar(layout, d)?, &mut stdin)?;
+            Ok(stdin.flush()?)
+        }
+    })
+}
+
+/// The layers `layers` squashed into one squashfs at `out` (see squash.rs).
+fn squashfs_of_squashed(
+    layout: &Path,
+    layers: &[Descriptor],
+    sqfstar: &Path,
+    out: &Path,
+) -> Result<()> {
+    for d in layers {
+        verify_blob(layout, d)?;
+    }
+    let tars = || layers.iter().map(|d| layer_tar(layout, d));
+    let plan = squash::Plan::read(&mut tars())?;
+    run_sqfstar(sqfstar, out, plan.newest, |stdin| {
+        plan.write(&mut tars(), stdin)
+    })
+}
+
+/// The cache verified the blob when it was stored; check again before building on it.
+fn verify_blob(layout: &Path, d: &Descriptor) -> Result<()> {
+    let (got, _) = hash_file(&blob_path(layout, d)?)?;
+    if got.to_string() != d.digest {
+        bail!(
+            "blob {} in the cache no longer matches its digest",
+            d.digest
+        );
+    }
+    Ok(())
+}
+
+/// Run sqfstar writing `out` from the tar stream `feed` writes, with SingularityCE's root
+/// owner and mode and `SOURCE_DATE_EPOCH` = `newest` (see the module comment).
+fn run_sqfstar(
+    sqfstar: &Path,
+    out: &Path,
+    newest: u64,
+    feed: impl FnOnce(BufWriter<std::process::ChildStdin>) -> Result<()>,
+) -> Result<()> {
     let log_path = out.with_extension("log");
     let log = File::create(&log_path)?;
     let mut child = Command::new(sqfstar)
         .args(["-quiet", "-no-progress"])
         .args(["-root-uid", "0", "-root-gid", "0", "-root-mode", "0755"])
         .arg(out)
-        .env("SOURCE_DATE_EPOCH", s.newest.to_string())
+        .env("SOURCE_DATE_EPOCH", newest.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .with_context(|| format!("cannot run {}", sqfstar.display()))?;
     let stdin = BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped stdin"));
-    let fed = if s.whiteouts || s.odd_names || !copied.is_empty() {
-        to_overlay_whiteouts(layer_tar(layout, d)?, stdin, &s, &copied)
-    } else {
-        let mut stdin = stdin;
-        std::io::copy(&mut layer_tar(layout, d)?, &mut stdin)
-            .map(|_| ())
-            .and_then(|()| stdin.flush())
-            .map_err(anyhow::Error::from)
-    };
+    let fed = feed(stdin);
     let status = child.wait()?;
     if !status.success() {
         let mut msg = String::new();
@@ -552,7 +618,7 @@ fn to_overlay_whiteouts(
     Ok(())
 }
 
-fn as_path(b: &[u8]) -> &Path {
+pub(crate) fn as_path(b: &[u8]) -> &Path {
     use std::os::unix::ffi::OsStrExt;
     Path::new(std::ffi::OsStr::from_bytes(if b.is_empty() {
         b"."
@@ -561,7 +627,10 @@ fn as_path(b: &[u8]) -> &Path {
     }))
 }
 
-fn write_pax<W: Write>(b: &mut tar::Builder<W>, records: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+pub(crate) fn write_pax<W: Write>(
+    b: &mut tar::Builder<W>,
+    records: &[(Vec<u8>, Vec<u8>)],
+) -> Result<()> {
     if records.is_empty() {
         return Ok(());
     }

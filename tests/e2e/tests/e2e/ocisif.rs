@@ -272,15 +272,14 @@ fn reference_oci_sif(dir: &Path, tars: &[PathBuf], layer_media: Option<&str>) ->
     sif
 }
 
-/// `singularity-oci pull --oci-sif OUT oci:FIXTURE`, as root.
-fn pull_oci_sif(out: &Path, fixture_name: &str) {
+/// `singularity-oci pull --oci-sif OUT [EXTRA...] oci:FIXTURE`, as root.
+fn pull_oci_sif(out: &Path, fixture_name: &str, extra: &[&str]) {
+    let mut args = vec!["pull", "--oci-sif", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let image = oci_ref(fixture_name);
+    args.push(&image);
     Ctx::for_test(Profile::Root, Rt::Crun)
-        .front(&[
-            "pull",
-            "--oci-sif",
-            out.to_str().unwrap(),
-            &oci_ref(fixture_name),
-        ])
+        .front(&args)
         .assert_code(0);
 }
 
@@ -370,42 +369,56 @@ fn written_oci_sif_follows_sylabs_sif_and_is_deterministic() {
     ctx.assert_no_leftovers();
 }
 
-/// The layered fixture written as an OCI-SIF (three squashfs layers, its whiteouts as OverlayFS
-/// markers) unpacks to the layered tree for every identity and runs with crun and runc. Its top
-/// layer hard-links a file of a lower layer, which one layer's squashfs cannot hold: the writer
-/// copies the file up, so the content is there, as its own inode.
+/// The layered fixture written as an OCI-SIF: its layers squashed into one squashfs, as
+/// SingularityCE writes one, which unpacks to the layered tree for every identity (the top
+/// layer's hard link to a file of a lower layer still one inode with it) and runs with crun and
+/// runc. With `--keep-layers`: three squashfs layers, the whiteouts as OverlayFS markers, and
+/// the cross-layer link a copy of the file (one layer's squashfs cannot hold it), its own inode.
 #[test]
 fn written_layered_oci_sif_holds_the_tree_for_every_identity() {
     let dir = scratch_dir("ocisif", "layered");
-    let sif = dir.join("layered.sif");
-    pull_oci_sif(&sif, "layered");
-    let again = dir.join("again.sif");
-    pull_oci_sif(&again, "layered");
-    assert!(
-        std::fs::read(&sif).unwrap() == std::fs::read(&again).unwrap(),
-        "three layers, whiteouts and a copied-up link: still the same bytes"
-    );
-    let (manifest, _) = check_with_siftool(&sif);
-    assert_eq!(manifest["layers"].as_array().unwrap().len(), 3);
-    for profile in [Profile::Root, Profile::User, Profile::UserNoSubids] {
-        let ctx = Ctx::for_test(profile, Rt::Crun);
-        let root = unpacked_root(&ctx, &fetch(&ctx, &[&format!("oci-sif:{}", sif.display())]));
-        let errs: Vec<String> = layered_errors(&root, &layered_expected())
-            .into_iter()
-            .filter(|e| !(e.contains("/data/hl/upper-link") && e.contains("one inode")))
-            .collect();
-        assert!(errs.is_empty(), "{profile:?}: {errs:?}");
-    }
-    for ctx in matrix_with(&[Profile::Root, Profile::User]) {
-        ctx.front(&[
-            "exec",
-            sif.to_str().unwrap(),
-            "/bin/cat",
-            "/data/hl/upper-link",
-        ])
-        .assert_code(0)
-        .assert_stdout_eq("hardlink-lower");
-        ctx.assert_no_leftovers();
+    for (extra, layers) in [(&[][..], 1), (&["--keep-layers"][..], 3)] {
+        let sif = dir.join(format!("layered{layers}.sif"));
+        pull_oci_sif(&sif, "layered", extra);
+        let again = dir.join(format!("again{layers}.sif"));
+        pull_oci_sif(&again, "layered", extra);
+        assert!(
+            std::fs::read(&sif).unwrap() == std::fs::read(&again).unwrap(),
+            "{extra:?}: three layers, whiteouts and a cross-layer link: still the same bytes"
+        );
+        let (manifest, config) = check_with_siftool(&sif);
+        assert_eq!(manifest["layers"].as_array().unwrap().len(), layers);
+        assert_eq!(
+            config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+            layers
+        );
+        for profile in [Profile::Root, Profile::User, Profile::UserNoSubids] {
+            let ctx = Ctx::for_test(profile, Rt::Crun);
+            let root = unpacked_root(&ctx, &fetch(&ctx, &[&format!("oci-sif:{}", sif.display())]));
+            let errs: Vec<String> = layered_errors(&root, &layered_expected())
+                .into_iter()
+                .filter(|e| {
+                    layers == 1 || !(e.contains("/data/hl/upper-link") && e.contains("one inode"))
+                })
+                .collect();
+            assert!(errs.is_empty(), "{extra:?} {profile:?}: {errs:?}");
+        }
+        for ctx in matrix_with(&[Profile::Root, Profile::User]) {
+            ctx.front(&[
+                "exec",
+                sif.to_str().unwrap(),
+                "/bin/sh",
+                "-c",
+                "cat /data/hl/upper-link; [ /data/hl/upper-link -ef /data/hl/lower-orig ] && echo linked || echo copied",
+            ])
+            .assert_code(0)
+            .assert_stdout_eq(if layers == 1 {
+                "hardlink-lower\nlinked"
+            } else {
+                "hardlink-lower\ncopied"
+            });
+            ctx.assert_no_leftovers();
+        }
     }
 }
 
@@ -485,7 +498,7 @@ fn damaged(src: &Path, dst: &Path, at: usize, bytes: &[u8]) -> PathBuf {
 fn broken_oci_sifs_are_refused_and_leave_nothing() {
     let dir = scratch_dir("ocisif", "broken");
     let good = dir.join("good.sif");
-    pull_oci_sif(&good, "busybox");
+    pull_oci_sif(&good, "busybox", &[]);
     let bytes = std::fs::read(&good).unwrap();
     let descs = raw_descriptors(&bytes);
     let layer = &descs[0];
