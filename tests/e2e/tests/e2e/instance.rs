@@ -374,6 +374,65 @@ fn sif_and_sandbox_instances_run_the_startscript() {
     }
 }
 
+/// `instance start --app NAME` of a native image runs the SCIF app's startscript, with the
+/// app's environment, and stays up; `instance start --fakeroot` of a native SIF runs as root of
+/// its user namespace, and so does what runs in it.
+#[test]
+fn native_instances_of_an_app_and_with_fakeroot() {
+    for ctx in matrix() {
+        let sb = crate::sandbox::build_sandbox(&ctx, "sb");
+        ctx.run(
+            "sh",
+            &[
+                "-c",
+                "a=sb/scif/apps/hello && mkdir -p $a/scif/env && \
+                 printf '#!/bin/sh\\necho \"appstart:$APPVAR:$SINGULARITY_APPNAME:$*\"\\n' > $a/scif/startscript && \
+                 printf 'export APPVAR=appenv\\n' > $a/scif/env/90-environment.sh && chmod 755 $a/scif/startscript",
+            ],
+        )
+        .assert_code(0);
+        let n = name(&ctx, "app");
+        ctx.front(&[
+            "instance",
+            "start",
+            "--app",
+            "hello",
+            sb.to_str().unwrap(),
+            &n,
+            "x",
+        ])
+        .assert_code(0);
+        let i = listed(&ctx, &n).unwrap();
+        eventually("the app's startscript ran", || {
+            std::fs::read_to_string(log_file(&i, "logOutPath"))
+                .is_ok_and(|s| s == "appstart:appenv:hello:x\n")
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(listed(&ctx, &n).unwrap()["status"], "running");
+        ctx.front(&["instance", "stop", &n]).assert_code(0);
+        remove_logs(&i);
+
+        let f = name(&ctx, "fakeroot");
+        let sif = sif_fixture("busybox");
+        ctx.front(&["instance", "start", "--fakeroot", sif.to_str().unwrap(), &f])
+            .assert_code(0);
+        let fi = listed(&ctx, &f).unwrap();
+        ctx.front(&[
+            "exec",
+            &format!("instance://{f}"),
+            "sh",
+            "-c",
+            "echo $(id -u):$SIF_ORDER",
+        ])
+        .assert_code(0)
+        .assert_stdout_eq("0:base:env");
+        ctx.front(&["instance", "stop", &f]).assert_code(0);
+        assert!(listed(&ctx, &n).is_none() && listed(&ctx, &f).is_none());
+        ctx.assert_no_leftovers();
+        remove_logs(&fi);
+    }
+}
+
 /// Another user sees none of an instance, cannot stop it and cannot run in it.
 #[test]
 fn instances_are_invisible_to_other_users() {
