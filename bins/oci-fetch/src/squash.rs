@@ -126,8 +126,10 @@ impl Plan {
                 let (parent, base) = split(&s.path);
                 if base == OPAQUE {
                     remove_children(&mut tree, parent);
-                } else if base.starts_with(AUFS_META) {
-                } else if let Some(name) = base.strip_prefix(WHITEOUT) {
+                } else if let Some(name) = base
+                    .strip_prefix(WHITEOUT)
+                    .filter(|_| !base.starts_with(AUFS_META))
+                {
                     let mut p = parent.to_vec();
                     if !p.is_empty() {
                         p.push(b'/');
