@@ -60,4 +60,5 @@ MEASURES = [
     "concurrent",
     "sif",
     "instance",
+    "oci-sif-write",
 ]

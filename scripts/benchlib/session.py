@@ -86,7 +86,7 @@ class Session:
     def fixtures(self):
         self.busybox = build_busybox(self.work)
         self.rootfs = build_bundle_rootfs(self.work, self.busybox)
-        if self.wants("cold-unpack", "warm-unpack", "pull", "rss", "concurrent", "sif"):
+        if self.wants("cold-unpack", "warm-unpack", "pull", "rss", "concurrent", "sif", "oci-sif-write"):
             self.big = build_big(self.work, self.busybox)
 
     def wants(self, *names):

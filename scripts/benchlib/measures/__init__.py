@@ -6,12 +6,13 @@ from .concurrent import ConcurrencyMeasures
 from .exec import ExecMeasures
 from .instance import InstanceMeasures
 from .lifecycle import LifecycleMeasures
+from .ocisif import OciSifMeasures
 from .pull import PullMeasures
 from .unpack import UnpackMeasures
 
 
 class Bench(Session, ExecMeasures, UnpackMeasures, PullMeasures, LifecycleMeasures, ConcurrencyMeasures,
-            InstanceMeasures):
+            InstanceMeasures, OciSifMeasures):
     """One run of the bench with every measure."""
 
     def steps(self):
@@ -28,4 +29,5 @@ class Bench(Session, ExecMeasures, UnpackMeasures, PullMeasures, LifecycleMeasur
             ("concurrent", self.concurrent, ()),
             ("sif", self.sif, ()),
             ("instance", self.instance, ()),
+            ("oci-sif-write", self.oci_sif_write, ()),
         ]
