@@ -115,6 +115,13 @@ impl Cache {
         crate::fsutil::atomic_write_in(&self.tmp_dir(), target, bytes, mode)
     }
 
+    /// Write a cache entry that is only a hint (`refs/`): atomically, without the fsync. Its
+    /// readers parse and check it and do without it, so after a crash it may be lost or empty,
+    /// and it names nothing that is not durable already (it is written after the blobs).
+    pub fn write_hint(&self, target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+        crate::fsutil::atomic_write_in_unsynced(&self.tmp_dir(), target, bytes, mode)
+    }
+
     /// Take the exclusive lock called `name` (for example `blob-<hex>` or `rootfs-<key>`).
     pub fn lock(&self, name: &str) -> Result<LockFile> {
         LockFile::exclusive(&self.root.join("locks").join(format!("{name}.lock")))

@@ -51,24 +51,42 @@ pub fn unique_suffix() -> String {
 
 /// Write `bytes` to `target` atomically: temporary file, fsync, rename.
 pub fn atomic_write(target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    write_then_rename(&temp_sibling(target), target, bytes, mode)
+    write_then_rename(&temp_sibling(target), target, bytes, mode, true)
 }
 
 /// Like [`atomic_write`], with the temporary file in `tmp_dir` (same filesystem as `target`).
 /// Caches use this so that a process killed mid-write leaves its debris in one place that
 /// [`sweep_dead_temps`] cleans, never among the entries.
 pub fn atomic_write_in(tmp_dir: &Path, target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_then_rename(&temp_in(tmp_dir, target), target, bytes, mode, true)
+}
+
+/// Like [`atomic_write_in`] without the fsync, for an entry that every reader validates and
+/// can do without: after a crash it may be missing, empty or stale, never half of one version
+/// and half of another in a way that passes the reader's checks. Readers see it whole or not at
+/// all while the system runs (the rename).
+pub fn atomic_write_in_unsynced(
+    tmp_dir: &Path,
+    target: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<()> {
+    write_then_rename(&temp_in(tmp_dir, target), target, bytes, mode, false)
+}
+
+/// A unique temporary name in `tmp_dir` for `target`, marked with our pid for
+/// [`sweep_dead_temps`].
+fn temp_in(tmp_dir: &Path, target: &Path) -> PathBuf {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = tmp_dir.join(format!(
+    tmp_dir.join(format!(
         ".tmp-{}-{}-{}",
         std::process::id(),
         unique_suffix(),
         name
-    ));
-    write_then_rename(&tmp, target, bytes, mode)
+    ))
 }
 
 /// Remove `.tmp-<pid>-*` files in `dir` whose writer process is gone. A live pid (possibly
@@ -107,7 +125,13 @@ fn process_alive(pid: i32) -> bool {
     !matches!(state, Some("Z" | "X" | "x") | None)
 }
 
-fn write_then_rename(tmp: &Path, target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+fn write_then_rename(
+    tmp: &Path,
+    target: &Path,
+    bytes: &[u8],
+    mode: u32,
+    durable: bool,
+) -> Result<()> {
     let tmp = tmp.to_path_buf();
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new()
@@ -117,7 +141,9 @@ fn write_then_rename(tmp: &Path, target: &Path, bytes: &[u8], mode: u32) -> Resu
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, target)
             .with_context(|| format!("cannot rename into {}", target.display()))?;
         Ok(())

@@ -154,7 +154,6 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
         bail!("digest mismatch for manifest: expected {exp}, content hashes to {top_digest}");
     }
     let (mut doc, top_mt) = media::parse_doc(&top.bytes, &top.media_type, "manifest")?;
-    store.put_bytes_locked(&top_digest, &top.bytes)?;
 
     // Walk down indexes (nested ones too, bounded) to one image manifest.
     let mut platform = top.platform.clone();
@@ -190,28 +189,41 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
         }
     };
     media::check_image_manifest(&config_desc, &layers)?;
-    let config_bytes = small_blob(src, store, &config_desc, media::MAX_CONFIG, Small::Config)?;
-    let image_config: serde_json::Value =
-        serde_json::from_slice(&config_bytes).context("image config is not valid JSON")?;
-    if !image_config.is_object() {
-        bail!("image config is not a JSON object");
-    }
-    if depth == 0 {
-        check_single_platform(&image_config, opts)?;
-    }
-    for l in &layers {
-        if media::layer_kind(&l.media_type).is_some_and(|k| k.non_distributable)
-            && !store.has(&l.digest()?)
-        {
-            common::cli::debug(format!(
-                "layer {} is non-distributable; trying the source anyway",
-                l.digest
-            ));
+    // Besides the layers: the top document into the cache (verified above) and the config.
+    let side_work = || -> Result<serde_json::Value> {
+        store.put_bytes_locked(&top_digest, &top.bytes)?;
+        let bytes = small_blob(src, store, &config_desc, media::MAX_CONFIG, Small::Config)?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&bytes).context("image config is not valid JSON")?;
+        if !config.is_object() {
+            bail!("image config is not a JSON object");
         }
-    }
-    store
-        .fetch_all(&layers, src, opts.progress, opts.jobs)
-        .map_err(|e| explain_foreign(e, &layers, store))?;
+        Ok(config)
+    };
+    // The side work runs while the layers download (a round trip and an fsync less before the
+    // first layer byte), except when only the config can tell whether this is the platform the
+    // user asked for: then it is done and checked first, so a wrong image's layers never come.
+    let image_config = if depth == 0 && opts.want_explicit {
+        let config = side_work()?;
+        check_single_platform(&config, opts)?;
+        fetch_layers(src, store, &layers, opts)?;
+        config
+    } else {
+        let (config, layers_fetched) = std::thread::scope(|s| {
+            let fetching = s.spawn(|| fetch_layers(src, store, &layers, opts));
+            let config = side_work();
+            let fetched = fetching
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the layer downloads panicked")));
+            (config, fetched)
+        });
+        let config = config?;
+        if depth == 0 {
+            check_single_platform(&config, opts)?;
+        }
+        layers_fetched?;
+        config
+    };
 
     let manifest = Descriptor {
         media_type: manifest_desc.media_type.clone(),
@@ -236,6 +248,28 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
         top_digest,
         top_media_type: top_mt,
     })
+}
+
+/// Download the layers not in the cache yet.
+fn fetch_layers(
+    src: &dyn ImageSource,
+    store: &Store,
+    layers: &[RawDescriptor],
+    opts: &Options,
+) -> Result<()> {
+    for l in layers {
+        if media::layer_kind(&l.media_type).is_some_and(|k| k.non_distributable)
+            && !store.has(&l.digest()?)
+        {
+            common::cli::debug(format!(
+                "layer {} is non-distributable; trying the source anyway",
+                l.digest
+            ));
+        }
+    }
+    store
+        .fetch_all(layers, src, opts.progress, opts.jobs)
+        .map_err(|e| explain_foreign(e, layers, store))
 }
 
 /// An image without an index has one platform, named in its config: say so when it is not the

@@ -1,7 +1,8 @@
 //! Putting verified blobs into the cache layout.
 //!
 //! Every blob is streamed into `CACHE/tmp/blob-<hex>.partial` while it is hashed, and renamed to
-//! `layout/blobs/sha256/<hex>` only when its size and digest match. The per-blob lock
+//! `layout/blobs/sha256/<hex>` only when its size and digest match and its data is on the disk
+//! (fdatasync before the rename). The per-blob lock
 //! (`locks/blob-<hex>.lock`) makes concurrent fetchers of one image download each blob once: the
 //! second waits, re-checks, and finds the blob present. A blob present in the layout was verified
 //! on the way in, so the warm path only `stat`s layers and never re-hashes them.
@@ -14,12 +15,14 @@ use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
 use common::cache::Cache;
 use common::digest::Digest;
+use common::fsutil::LockFile;
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 /// Where blobs come from.
@@ -148,15 +151,33 @@ impl Store {
         src: &dyn BlobSource,
         progress: &Progress,
     ) -> Result<bool> {
+        match self.download(desc, src, progress)? {
+            Some(v) => {
+                self.commit(v, progress)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Copy the blob into its partial file under the blob's lock and verify its size and
+    /// digest. `None` when it is in the layout already (perhaps fetched by another process
+    /// while we waited for the lock). The blob is neither durable nor visible yet: see
+    /// [`Store::commit`].
+    fn download(
+        &self,
+        desc: &RawDescriptor,
+        src: &dyn BlobSource,
+        progress: &Progress,
+    ) -> Result<Option<Verified>> {
         let d = desc.digest()?;
         let target = self.path(&d);
         if target.is_file() {
-            return Ok(false);
+            return Ok(None);
         }
-        let _lock = self.cache.lock(&format!("blob-{}", d.hex()))?;
+        let lock = self.cache.lock(&format!("blob-{}", d.hex()))?;
         if target.is_file() {
-            // Another process fetched it while we waited.
-            return Ok(false);
+            return Ok(None);
         }
         let partial = self
             .cache
@@ -164,9 +185,9 @@ impl Store {
             .join(format!("blob-{}.partial", d.hex()));
         let bar = progress.start(&d.hex()[..12], desc.size);
         let mut attempt = 0;
-        loop {
+        let file = loop {
             match self.copy_once(desc, &d, src, &partial, progress, bar) {
-                Ok(()) => break,
+                Ok(f) => break f,
                 Err(e) if src.retryable() && is_transient(&e) && attempt < RETRIES => {
                     common::cli::debug(format!("retrying blob {d}: {e:#}"));
                     std::thread::sleep(backoff(attempt));
@@ -180,11 +201,36 @@ impl Store {
                     return Err(e);
                 }
             }
+        };
+        Ok(Some(Verified {
+            file,
+            partial,
+            target,
+            bar,
+            _lock: lock,
+        }))
+    }
+
+    /// Make a verified blob durable, then visible: its data reaches the disk (fdatasync)
+    /// before the rename gives it its digest's name, so a blob in the layout is complete even
+    /// after a crash (the warm path trusts it with a `stat`), and every blob is durable before
+    /// `fetch_all` returns, that is before any record naming it is written or printed. The
+    /// blob's lock is held until the rename.
+    fn commit(&self, v: Verified, progress: &Progress) -> Result<()> {
+        let done = (|| -> Result<()> {
+            v.file
+                .sync_data()
+                .with_context(|| format!("cannot sync {}", v.partial.display()))?;
+            v.file.set_permissions(fs::Permissions::from_mode(0o644))?;
+            fs::rename(&v.partial, &v.target)
+                .with_context(|| format!("cannot rename blob into {}", v.target.display()))
+        })();
+        if done.is_err() {
+            let _ = fs::remove_file(&v.partial);
+            return done;
         }
-        fs::rename(&partial, &target)
-            .with_context(|| format!("cannot rename blob into {}", target.display()))?;
-        progress.finish(bar);
-        Ok(true)
+        progress.finish(v.bar);
+        Ok(())
     }
 
     fn copy_once(
@@ -195,7 +241,7 @@ impl Store {
         partial: &Path,
         progress: &Progress,
         bar: usize,
-    ) -> Result<()> {
+    ) -> Result<File> {
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -270,13 +316,21 @@ impl Store {
         if got != *d {
             bail!("digest mismatch for blob {d}: content hashes to {got}");
         }
-        f.sync_data()
-            .with_context(|| format!("cannot sync {}", partial.display()))?;
-        f.set_permissions(fs::Permissions::from_mode(0o644))?;
-        Ok(())
+        // Start writeback of the tail now, so that the commit's fdatasync mostly finds the data
+        // on its way to the disk already.
+        start_writeback(&f, flushed, total - flushed);
+        Ok(f)
     }
 
-    /// Fetch many blobs, `jobs` at a time. The first error stops new work and is returned.
+    /// Fetch many blobs, `jobs` downloads at a time, the largest first: the big blobs that
+    /// bound the wall time start at once, and the small ones fill the gaps at the end, so the
+    /// downloads tend to finish together instead of one long transfer running alone. Finished
+    /// blobs are committed ([`Store::commit`]: fdatasync, rename) on a thread of their own, so
+    /// a worker starts its next download at once instead of waiting for the disk (a blob's
+    /// fdatasync also queues behind the writeback of the others still arriving). The hand-over
+    /// is bounded: the downloads run at most `jobs` blobs ahead of the commits. Every blob is
+    /// committed before this returns. The first error stops new downloads and is returned;
+    /// blobs already verified are still committed.
     pub fn fetch_all(
         &self,
         descs: &[RawDescriptor],
@@ -284,26 +338,46 @@ impl Store {
         progress: &Progress,
         jobs: usize,
     ) -> Result<()> {
-        let missing: Vec<&RawDescriptor> = descs
+        let mut missing: Vec<&RawDescriptor> = descs
             .iter()
             .filter(|d| d.digest().map(|g| !self.has(&g)).unwrap_or(true))
             .collect();
         if missing.is_empty() {
             return Ok(());
         }
+        missing.sort_by_key(|d| std::cmp::Reverse(d.size));
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
-        let first_err: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+        let first_err: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+        let fail = |e: anyhow::Error| {
+            stop.store(true, Ordering::Relaxed);
+            first_err.lock().unwrap().get_or_insert(e);
+        };
         let workers = jobs.clamp(1, missing.len());
         std::thread::scope(|s| {
+            let (done_tx, done_rx) = mpsc::sync_channel::<Verified>(workers);
+            s.spawn(|| {
+                for v in done_rx {
+                    if let Err(e) = self.commit(v, progress) {
+                        fail(e);
+                    }
+                }
+            });
             for _ in 0..workers {
-                s.spawn(|| {
+                let done_tx = done_tx.clone();
+                let (next, stop, missing, fail) = (&next, &stop, &missing, &fail);
+                s.spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(desc) = missing.get(i) else { break };
-                        if let Err(e) = self.fetch_blob(desc, src, progress) {
-                            stop.store(true, Ordering::Relaxed);
-                            first_err.lock().unwrap().get_or_insert(e);
+                        match self.download(desc, src, progress) {
+                            Ok(Some(v)) => {
+                                if done_tx.send(v).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => fail(e),
                         }
                     }
                 });
@@ -314,6 +388,16 @@ impl Store {
             None => Ok(()),
         }
     }
+}
+
+/// A blob copied into its partial file and verified, waiting for [`Store::commit`]; it holds
+/// the blob's lock.
+struct Verified {
+    file: File,
+    partial: PathBuf,
+    target: PathBuf,
+    bar: usize,
+    _lock: LockFile,
 }
 
 /// Read at most `limit` bytes; more is an error (oversize manifest or config).
@@ -466,6 +550,69 @@ mod tests {
         s.fetch_blob(&d, &src, &Progress::new(true)).unwrap();
         assert_eq!(fs::read(s.path(&d.digest().unwrap())).unwrap(), data);
         assert!(!partial.exists());
+    }
+
+    /// Several blobs by digest; records the order they are asked for.
+    struct Blobs {
+        data: Vec<Vec<u8>>,
+        asked: Mutex<Vec<usize>>,
+    }
+
+    impl BlobSource for Blobs {
+        fn open(
+            &self,
+            d: &RawDescriptor,
+            _offset: u64,
+        ) -> Result<(Box<dyn Read + Send + '_>, u64)> {
+            let i = self
+                .data
+                .iter()
+                .position(|b| b.len() as u64 == d.size)
+                .unwrap();
+            self.asked.lock().unwrap().push(i);
+            Ok((Box::new(&self.data[i][..]), 0))
+        }
+    }
+
+    #[test]
+    fn fetch_all_goes_largest_first_and_commits_what_it_verified() {
+        let (_t, s) = store();
+        let data: Vec<Vec<u8>> = [10usize, 3000, 200, 40_000]
+            .iter()
+            .map(|&n| (0..n).map(|i| (i % 253) as u8).collect())
+            .collect();
+        let mut descs: Vec<RawDescriptor> = data.iter().map(|b| desc(b)).collect();
+        // The smallest blob's content does not match its digest.
+        descs[0].digest = Digest::of_bytes(b"something else").to_string();
+        let src = Blobs {
+            data,
+            asked: Mutex::new(Vec::new()),
+        };
+        let e = s
+            .fetch_all(&descs, &src, &Progress::new(true), 1)
+            .unwrap_err();
+        assert!(e.to_string().contains("digest mismatch"), "{e}");
+        assert_eq!(*src.asked.lock().unwrap(), [3, 1, 2, 0]);
+        for d in &descs[1..] {
+            let d = d.digest().unwrap();
+            assert_eq!(
+                fs::read(s.path(&d)).map(|b| Digest::of_bytes(&b)).unwrap(),
+                d
+            );
+        }
+        assert!(!s.has(&descs[0].digest().unwrap()));
+        assert_eq!(fs::read_dir(s.cache().tmp_dir()).unwrap().count(), 0);
+        // With several workers every good blob lands too, and a second run asks for nothing.
+        let (_t2, s2) = store();
+        s2.fetch_all(&descs[1..], &src, &Progress::new(true), 3)
+            .unwrap();
+        let asked = src.asked.lock().unwrap().len();
+        s2.fetch_all(&descs[1..], &src, &Progress::new(true), 3)
+            .unwrap();
+        assert_eq!(src.asked.lock().unwrap().len(), asked);
+        for d in &descs[1..] {
+            assert!(s2.has(&d.digest().unwrap()));
+        }
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //!   or over plain HTTP to the registry's own host when the user asked for plain HTTP.
 //! * 5xx, 429, connection resets and timeouts are retried with backoff a bounded number of times;
 //!   blob bodies that break off mid-way resume with `Range` (see store.rs).
-//! * Warm path: for a tag, one `HEAD` of the manifest; when its digest is already in the cache
-//!   the whole image is resolved from the cache. By digest, no request at all.
+//! * Warm path: for a tag fetched before (`refs/`), one `HEAD` of the manifest; when its digest
+//!   is already in the cache the whole image is resolved from the cache. By digest, no request
+//!   at all. A tag never fetched costs no `HEAD`: the manifest is fetched at once.
 
 pub mod auth;
 pub mod credhelper;
@@ -476,8 +477,11 @@ fn ref_path(store: &Store, r: &DockerRef) -> PathBuf {
     ))
 }
 
+/// Remember what `r` resolved to. The record is a hint (every reader checks it, and the
+/// manifest it names is re-verified by digest), written after the image's blobs are durable:
+/// it needs no fsync of its own.
 pub fn save_ref(store: &Store, r: &DockerRef, d: &Digest, media_type: &str) -> Result<()> {
-    // Unchanged on every warm run: skip the write (and its fsync).
+    // Unchanged on every warm run: skip the write.
     if load_ref(store, r).is_some_and(|(old, _)| old == *d) {
         return Ok(());
     }
@@ -486,7 +490,7 @@ pub fn save_ref(store: &Store, r: &DockerRef, d: &Digest, media_type: &str) -> R
     });
     store
         .cache()
-        .write_entry(&ref_path(store, r), v.to_string().as_bytes(), 0o600)
+        .write_hint(&ref_path(store, r), v.to_string().as_bytes(), 0o600)
 }
 
 fn load_ref(store: &Store, r: &DockerRef) -> Option<(Digest, String)> {
@@ -580,13 +584,15 @@ impl ImageSource for Registry {
             );
         }
         let reference = self.r.manifest_ref();
+        // A tag fetched before: one HEAD says whether the cached manifest is still the one it
+        // names, which spares the GET (Docker Hub counts manifest GETs against its pull limit,
+        // not HEADs). A tag never fetched goes straight to the GET: the HEAD would cost a round
+        // trip on every cold pull to find the manifest cached under another name only rarely.
         if self.r.digest.is_none()
+            && let Some((known, known_mt)) = load_ref(store, &self.r)
             && let Some(d) = self.head_digest(&reference)?
         {
-            let mt = load_ref(store, &self.r)
-                .filter(|(rd, _)| *rd == d)
-                .map(|(_, mt)| mt)
-                .unwrap_or_default();
+            let mt = if d == known { known_mt } else { String::new() };
             if let Some(t) = from_cache(&d, &mt)? {
                 return Ok(t);
             }
