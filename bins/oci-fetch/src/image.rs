@@ -7,6 +7,7 @@ use crate::store::{self, BlobSource, Store, Transient, read_limited};
 use anyhow::{Context, Result, bail};
 use common::digest::Digest;
 use common::record::{Descriptor, ImageRecord, Platform};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The document a reference points at (a manifest or an index).
 pub struct Top {
@@ -203,15 +204,21 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
     // The side work runs while the layers download (a round trip and an fsync less before the
     // first layer byte), except when only the config can tell whether this is the platform the
     // user asked for: then it is done and checked first, so a wrong image's layers never come.
+    let cancel = AtomicBool::new(false);
     let image_config = if depth == 0 && opts.want_explicit {
         let config = side_work()?;
         check_single_platform(&config, opts)?;
-        fetch_layers(src, store, &layers, opts)?;
+        fetch_layers(src, store, &layers, opts, &cancel)?;
         config
     } else {
         let (config, layers_fetched) = std::thread::scope(|s| {
-            let fetching = s.spawn(|| fetch_layers(src, store, &layers, opts));
+            let fetching = s.spawn(|| fetch_layers(src, store, &layers, opts, &cancel));
             let config = side_work();
+            if config.is_err() {
+                // No more layers for an image that fails anyway (those on their way still
+                // land: they are verified).
+                cancel.store(true, Ordering::Relaxed);
+            }
             let fetched = fetching
                 .join()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the layer downloads panicked")));
@@ -256,6 +263,7 @@ fn fetch_layers(
     store: &Store,
     layers: &[RawDescriptor],
     opts: &Options,
+    cancel: &AtomicBool,
 ) -> Result<()> {
     for l in layers {
         if media::layer_kind(&l.media_type).is_some_and(|k| k.non_distributable)
@@ -268,7 +276,7 @@ fn fetch_layers(
         }
     }
     store
-        .fetch_all(layers, src, opts.progress, opts.jobs)
+        .fetch_all(layers, src, opts.progress, opts.jobs, cancel)
         .map_err(|e| explain_foreign(e, layers, store))
 }
 

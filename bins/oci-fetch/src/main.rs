@@ -45,7 +45,7 @@ Options:
   --tls-verify=false            do not verify registry TLS certificates
   --no-https                    talk plain HTTP to the registry
   --docker-host HOST            accepted and ignored (docker-daemon: is not supported)
-  --jobs N                      blobs downloaded in parallel (default 3)
+  --jobs N                      blobs downloaded in parallel, largest first (default 3)
   --save-archive FILE           also write the image to FILE as one OCI archive
   --save-oci-sif FILE           also write the image to FILE as an OCI-SIF (its layers
                                 squashed into one squashfs made with sqfstar, as

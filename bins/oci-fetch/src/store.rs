@@ -330,13 +330,15 @@ impl Store {
     /// fdatasync also queues behind the writeback of the others still arriving). The hand-over
     /// is bounded: the downloads run at most `jobs` blobs ahead of the commits. Every blob is
     /// committed before this returns. The first error stops new downloads and is returned;
-    /// blobs already verified are still committed.
+    /// blobs already verified are still committed. Setting `cancel` stops new downloads too
+    /// (the caller failed for another reason).
     pub fn fetch_all(
         &self,
         descs: &[RawDescriptor],
         src: &dyn BlobSource,
         progress: &Progress,
         jobs: usize,
+        cancel: &AtomicBool,
     ) -> Result<()> {
         let mut missing: Vec<&RawDescriptor> = descs
             .iter()
@@ -367,7 +369,7 @@ impl Store {
                 let done_tx = done_tx.clone();
                 let (next, stop, missing, fail) = (&next, &stop, &missing, &fail);
                 s.spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
+                    while !stop.load(Ordering::Relaxed) && !cancel.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(desc) = missing.get(i) else { break };
                         match self.download(desc, src, progress) {
@@ -589,7 +591,13 @@ mod tests {
             asked: Mutex::new(Vec::new()),
         };
         let e = s
-            .fetch_all(&descs, &src, &Progress::new(true), 1)
+            .fetch_all(
+                &descs,
+                &src,
+                &Progress::new(true),
+                1,
+                &AtomicBool::new(false),
+            )
             .unwrap_err();
         assert!(e.to_string().contains("digest mismatch"), "{e}");
         assert_eq!(*src.asked.lock().unwrap(), [3, 1, 2, 0]);
@@ -604,11 +612,23 @@ mod tests {
         assert_eq!(fs::read_dir(s.cache().tmp_dir()).unwrap().count(), 0);
         // With several workers every good blob lands too, and a second run asks for nothing.
         let (_t2, s2) = store();
-        s2.fetch_all(&descs[1..], &src, &Progress::new(true), 3)
-            .unwrap();
+        s2.fetch_all(
+            &descs[1..],
+            &src,
+            &Progress::new(true),
+            3,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         let asked = src.asked.lock().unwrap().len();
-        s2.fetch_all(&descs[1..], &src, &Progress::new(true), 3)
-            .unwrap();
+        s2.fetch_all(
+            &descs[1..],
+            &src,
+            &Progress::new(true),
+            3,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         assert_eq!(src.asked.lock().unwrap().len(), asked);
         for d in &descs[1..] {
             assert!(s2.has(&d.digest().unwrap()));
