@@ -253,8 +253,9 @@ impl Store {
         let have = f.metadata()?.len();
         let mut hasher = Sha256::new();
         let mut offset = 0;
-        if have > 0 && have < desc.size && src.retryable() {
-            // Resume: re-hash what is there, then ask for the rest.
+        if have > 0 && have <= desc.size && src.retryable() {
+            // Resume: re-hash what is there, then ask for the rest. A complete partial (the
+            // fetch was killed between the download and the commit) needs no request at all.
             let mut buf = vec![0u8; BUF];
             let mut left = have;
             while left > 0 {
@@ -267,7 +268,11 @@ impl Store {
             }
             offset = have - left;
         }
-        let (mut reader, start) = src.open(desc, offset)?;
+        let (mut reader, start): (Box<dyn Read + Send + '_>, u64) = if offset == desc.size {
+            (Box::new(io::empty()), offset)
+        } else {
+            src.open(desc, offset)?
+        };
         if start != offset {
             hasher = Sha256::new();
             offset = 0;
@@ -314,6 +319,14 @@ impl Store {
         }
         let got = Digest::parse(&format!("sha256:{}", hex::encode(hasher.finalize())))?;
         if got != *d {
+            if offset > 0 {
+                // The kept bytes were bad (a partial written before a crash need not be what
+                // was received): start over from byte 0 on the retry.
+                f.set_len(0)?;
+                return Err(anyhow::Error::new(Transient(format!(
+                    "blob {d} resumed from a partial file does not verify; downloading it again"
+                ))));
+            }
             bail!("digest mismatch for blob {d}: content hashes to {got}");
         }
         // Start writeback of the tail now, so that the commit's fdatasync mostly finds the data
@@ -633,6 +646,43 @@ mod tests {
         for d in &descs[1..] {
             assert!(s2.has(&d.digest().unwrap()));
         }
+    }
+
+    #[test]
+    fn a_complete_partial_is_verified_and_committed_without_a_request() {
+        let (_t, s) = store();
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 241) as u8).collect();
+        let d = desc(&data);
+        let partial = s
+            .cache()
+            .tmp_dir()
+            .join(format!("blob-{}.partial", d.digest().unwrap().hex()));
+        fs::write(&partial, &data).unwrap();
+        let src = Mem {
+            data: data.clone(),
+            opens: AtomicU32::new(0),
+            resumable: true,
+        };
+        assert!(s.fetch_blob(&d, &src, &Progress::new(true)).unwrap());
+        assert_eq!(src.opens.load(Ordering::SeqCst), 0);
+        assert_eq!(fs::read(s.path(&d.digest().unwrap())).unwrap(), data);
+        // A complete partial with the wrong content is downloaded again from byte 0.
+        let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
+        let d2 = desc(&other);
+        let partial2 = s
+            .cache()
+            .tmp_dir()
+            .join(format!("blob-{}.partial", d2.digest().unwrap().hex()));
+        fs::write(&partial2, &data).unwrap();
+        let src2 = Mem {
+            data: other.clone(),
+            opens: AtomicU32::new(0),
+            resumable: true,
+        };
+        assert!(s.fetch_blob(&d2, &src2, &Progress::new(true)).unwrap());
+        assert_eq!(src2.opens.load(Ordering::SeqCst), 1);
+        assert_eq!(fs::read(s.path(&d2.digest().unwrap())).unwrap(), other);
+        assert!(!partial2.exists());
     }
 
     #[test]
