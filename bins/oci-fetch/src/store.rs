@@ -177,6 +177,7 @@ impl Store {
         }
         let lock = self.cache.lock(&format!("blob-{}", d.hex()))?;
         if target.is_file() {
+            // Another process fetched it while we waited.
             return Ok(None);
         }
         let partial = self
@@ -567,7 +568,7 @@ mod tests {
         assert!(!partial.exists());
     }
 
-    /// Several blobs by digest; records the order they are asked for.
+    /// Several blobs of distinct sizes, found by size; records the order they are asked for.
     struct Blobs {
         data: Vec<Vec<u8>>,
         asked: Mutex<Vec<usize>>,
