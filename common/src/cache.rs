@@ -21,6 +21,15 @@ use std::path::{Path, PathBuf};
 /// Directory name of our cache below Singularity's cache root.
 const SUBDIR: &str = "oci-launcher";
 
+/// The files of an empty OCI layout: the marker and an index without manifests.
+const LAYOUT_FILES: [(&str, &[u8]); 2] = [
+    ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+    (
+        "index.json",
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+    ),
+];
+
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
@@ -62,23 +71,17 @@ impl Cache {
         let tmp = root.join("tmp");
         // Debris of writers killed mid-write: all their temporaries live in tmp/.
         crate::fsutil::sweep_dead_temps(&tmp);
-        let layout_marker = root.join("layout/oci-layout");
-        if !layout_marker.exists() {
-            crate::fsutil::atomic_write_in(
-                &tmp,
-                &layout_marker,
-                br#"{"imageLayoutVersion":"1.0.0"}"#,
-                0o600,
-            )?;
-        }
-        let index = root.join("layout/index.json");
-        if !index.exists() {
-            crate::fsutil::atomic_write_in(
-                &tmp,
-                &index,
-                br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
-                0o600,
-            )?;
+        // These two make `layout/` a valid OCI layout for other tools; nothing of ours reads
+        // them. They are written without an fsync, because one that a crash left missing or
+        // empty is written again here (its size differs): a fresh cache's first fetch does not
+        // wait for the disk twice before its first request. A symbolic link is replaced.
+        for (name, bytes) in LAYOUT_FILES {
+            let path = root.join("layout").join(name);
+            let intact = std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64);
+            if !intact {
+                crate::fsutil::atomic_write_in_unsynced(&tmp, &path, bytes, 0o600)?;
+            }
         }
         Ok(Cache { root })
     }
@@ -162,6 +165,20 @@ mod tests {
         assert!(c.blob_path(&dg).starts_with(c.layout()));
         // idempotent
         Cache::open(c.root()).unwrap();
+        // A layout file a crash left empty, or a link put in its place, is written again.
+        let index = c.layout().join("index.json");
+        let want = std::fs::read(&index).unwrap();
+        std::fs::write(&index, b"").unwrap();
+        let marker = c.layout().join("oci-layout");
+        std::fs::remove_file(&marker).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &marker).unwrap();
+        Cache::open(c.root()).unwrap();
+        assert_eq!(std::fs::read(&index).unwrap(), want);
+        assert!(std::fs::symlink_metadata(&marker).unwrap().is_file());
+        assert_eq!(
+            std::fs::read(&marker).unwrap(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#
+        );
     }
 
     #[test]

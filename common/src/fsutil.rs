@@ -61,10 +61,10 @@ pub fn atomic_write_in(tmp_dir: &Path, target: &Path, bytes: &[u8], mode: u32) -
     write_then_rename(&temp_in(tmp_dir, target), target, bytes, mode, true)
 }
 
-/// Like [`atomic_write_in`] without the fsync, for an entry that every reader validates and
-/// can do without: after a crash it may be missing, empty or stale, never half of one version
-/// and half of another in a way that passes the reader's checks. Readers see it whole or not at
-/// all while the system runs (the rename).
+/// Like [`atomic_write_in`] without the fsync, for an entry that may be lost in a crash: after
+/// one it may be missing, empty or stale, so its readers must check it and do without it, or
+/// its writer must check it and write it again. While the system runs, readers see it whole or
+/// not at all (the rename).
 pub fn atomic_write_in_unsynced(
     tmp_dir: &Path,
     target: &Path,
