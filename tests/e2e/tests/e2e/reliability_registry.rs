@@ -320,6 +320,13 @@ fn wrong_content_length_is_never_cached() {
             json!([{"match": rig.layer_path(), "method": "GET", "fault": "badlength", "delta": delta}]),
             GIVE_UP_LIMIT,
         );
+        // A length announced too long still brings every byte of the blob before the body
+        // breaks off: the retry finds the partial file complete, and it verifies against the
+        // digest, so success with a verified cache is right too. Too short never brings all.
+        if delta > 0 && r.status.success() {
+            assert_survived(&r, &cache, &rig, &ctx);
+            continue;
+        }
         assert_gave_up(
             &r,
             &cache,
