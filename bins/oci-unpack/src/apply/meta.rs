@@ -108,6 +108,7 @@ pub struct Skipped {
 }
 
 /// Applies owners, modes, xattrs and times according to the ownership mode.
+#[derive(Clone)]
 pub struct MetaWriter {
     pub ownership: Ownership,
     euid: u32,

@@ -4,12 +4,14 @@
 //! Per entry the cost is the creating call plus what metadata needs: a regular file is
 //! `openat(O_CREAT|O_EXCL|O_NOFOLLOW)` with its final permission bits, its writes,
 //! `futimens` and `close`; owner, special bits and xattrs add a call each only when the entry
-//! needs them. The parent fd is reused across consecutive entries.
+//! needs them. The parent fd is reused across consecutive entries. A regular file's writes,
+//! metadata and `close` run on the file writer's thread (see `writer`).
 
 pub mod meta;
 pub mod path;
 pub mod remove;
 pub mod tree;
+pub mod writer;
 
 use crate::ownership::Ownership;
 use anyhow::{Context, Result, anyhow, bail};
@@ -19,7 +21,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use tar::EntryType;
@@ -39,6 +41,7 @@ pub struct Stats {
 pub struct Applier {
     tree: tree::Tree,
     writer: MetaWriter,
+    files: writer::FileWriter,
     dirs: DirMetas,
     /// Hashes of every path the current layer wrote (and their ancestors). Whiteouts apply to
     /// lower layers only, whatever their position in the tar, so an opaque marker or `.wh.X`
@@ -47,7 +50,6 @@ pub struct Applier {
     layer_paths: HashSet<u64>,
     hasher: RandomState,
     stats: Stats,
-    buf: Vec<u8>,
 }
 
 impl Applier {
@@ -58,14 +60,15 @@ impl Applier {
         // The root is 0755 unless a layer lists `./` with other metadata.
         let mut dirs = DirMetas::default();
         dirs.set_implicit(b"");
+        let writer = MetaWriter::new(ownership);
         Ok(Applier {
             tree: tree::Tree::open(root)?,
-            writer: MetaWriter::new(ownership),
+            files: writer::FileWriter::spawn(writer.clone())?,
+            writer,
             dirs,
             layer_paths: HashSet::new(),
             hasher: RandomState::new(),
             stats: Stats::default(),
-            buf: vec![0; 256 << 10],
         })
     }
 
@@ -83,8 +86,11 @@ impl Applier {
         Ok(())
     }
 
-    /// Apply the deferred directory metadata and report what was done.
+    /// Wait for the file writer, apply the deferred directory metadata and report what was
+    /// done.
     pub fn finish(mut self) -> Result<Stats> {
+        let skipped = self.files.finish()?;
+        self.stats.skipped.xattrs += skipped.xattrs;
         let dirs = std::mem::take(&mut self.dirs);
         for (path, (m, implicit)) in dirs.drain_deepest_first() {
             meta::apply_dir(
@@ -161,7 +167,7 @@ impl Applier {
         let pfd = pfd.as_fd();
         let r = match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                self.file(pfd, &path, name, &meta, entry)
+                self.file(pfd, &path, name, meta, entry)
             }
             EntryType::Directory => self.directory(pfd, &path, name, meta),
             EntryType::Symlink => {
@@ -186,7 +192,14 @@ impl Applier {
                 Ok(())
             }
         };
-        r.with_context(|| format!("cannot unpack {}", show(&path)))
+        r.map_err(|e| {
+            if self.files.broken() {
+                // The writer's own error names the earlier file it failed on.
+                e
+            } else {
+                e.context(format!("cannot unpack {}", show(&path)))
+            }
+        })
     }
 
     /// Make room for `name`: remove whatever is there (a whole tree if a directory).
@@ -218,7 +231,7 @@ impl Applier {
         parent: BorrowedFd<'_>,
         path: &[u8],
         name: &[u8],
-        m: &EntryMeta,
+        m: EntryMeta,
         entry: &mut tar::Entry<'_, R>,
     ) -> Result<()> {
         let flags =
@@ -229,27 +242,14 @@ impl Applier {
             rustix::fs::openat(parent, name, flags, mode)
         })?;
         let expected = entry.size();
-        let mut file = std::fs::File::from(fd);
-        let mut written = 0u64;
-        loop {
-            let n = match entry.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(anyhow::Error::new(e)).context("cannot read file data from layer");
-                }
-            };
-            file.write_all(&self.buf[..n]).context("cannot write")?;
-            written += n as u64;
-        }
+        let written = self
+            .files
+            .file(std::fs::File::from(fd), path, m, expected, entry)?;
         if written != expected {
             bail!("layer ends inside this file ({written} of {expected} bytes): truncated tar");
         }
         self.stats.bytes += written;
-        let what = || format!("file {}", show(path));
-        self.writer
-            .apply_fd(file.as_fd(), m, false, &what, &mut self.stats.skipped)
+        Ok(())
     }
 
     fn directory(

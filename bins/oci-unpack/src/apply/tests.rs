@@ -169,3 +169,41 @@ fn dotdot_is_refused_before_anything_is_written() {
     assert!(!t.path().join("evil").exists());
     assert_eq!(names(&root), Vec::<String>::new());
 }
+
+#[test]
+fn files_larger_than_a_chunk_and_empty_ones_reach_the_writer_whole() {
+    // Several chunks, a partial last one, then an empty file and a small one: the writer
+    // thread gets them in order and each ends with its own metadata.
+    let big: Vec<u8> = (0..(2 * writer::CHUNK + 12345))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let t = apply(&[layer(&[
+        E::F("big", &big),
+        E::F("empty", b""),
+        E::F("small", b"s"),
+    ])]);
+    assert_eq!(std::fs::read(t.path().join("big")).unwrap(), big);
+    assert_eq!(std::fs::read(t.path().join("empty")).unwrap(), b"");
+    assert_eq!(std::fs::read(t.path().join("small")).unwrap(), b"s");
+    for f in ["big", "empty", "small"] {
+        let m = std::fs::metadata(t.path().join(f)).unwrap();
+        assert_eq!(m.mtime(), 1_000_000, "{f}");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o644, "{f}");
+    }
+}
+
+#[test]
+fn a_layer_ending_inside_a_file_is_an_error_naming_it() {
+    let data = vec![7u8; writer::CHUNK + 100];
+    let mut raw = layer(&[E::F("first", b"1"), E::F("cut", &data)]);
+    // Keep the headers and half of the second file's data.
+    raw.truncate(3 * 512 + writer::CHUNK / 2);
+    let t = tempfile::tempdir().unwrap();
+    let mut a = Applier::new(t.path(), Ownership::Flatten).unwrap();
+    let e = a.apply_layer(&raw[..]).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("cannot unpack /cut"), "{msg}");
+    assert!(msg.contains("truncated tar"), "{msg}");
+    drop(a);
+    assert_eq!(std::fs::read(t.path().join("first")).unwrap(), b"1");
+}
