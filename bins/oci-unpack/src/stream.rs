@@ -1,22 +1,26 @@
 //! Layer blobs to tar bytes, on a thread of their own.
 //!
 //! One producer thread reads each blob in order, hashes the compressed bytes (the layer digest),
-//! decompresses (gzip through zlib-rs, zstd through libzstd), hashes the result (the diff_id)
-//! and hands fixed-size chunks to the applier through a small bounded channel. On two cores the
-//! inflate and hashing run beside the applier's system calls, and the producer runs ahead into
-//! the next layer while the applier finishes the current one. Nothing is held whole in memory:
-//! the channel holds at most `DEPTH` chunks.
+//! decompresses (gzip through zlib-rs, zstd through libzstd) and hands fixed-size chunks to the
+//! applier through a small bounded channel. On two cores the inflate runs beside the applier's
+//! system calls, and the producer runs ahead into the next layer while the applier finishes the
+//! current one. Nothing is held whole in memory: the channel holds at most `DEPTH` chunks.
+//!
+//! The uncompressed stream's hash (the diff_id) is taken on the applier's side, as each chunk
+//! arrives: inflating is the longest part of a cold unpack and the producer thread its critical
+//! path, while the applier thread (which hands file contents on to the file writer) has room.
 //!
 //! At the end of each layer the producer drains the decompressor and the blob to EOF (trailing
-//! tar padding counts for the diff_id) and sends the verdict on both digests.
+//! tar padding counts for the diff_id) and sends its verdict on the blob's digest; the
+//! [`LayerReader`] then checks the diff_id.
 
 use anyhow::{Context, Result, anyhow, bail};
 use common::cache::blob_path_in;
-use common::digest::{Digest, HashingReader};
+use common::digest::{Digest, HashingReader, HashingWriter};
 use common::progress::{Counting, Progress};
 use common::record::ImageRecord;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -108,7 +112,7 @@ pub fn layer_specs(record: &ImageRecord) -> Result<Vec<LayerSpec>> {
 /// What travels from the producer to the applier.
 pub enum Msg {
     Data(Vec<u8>),
-    /// End of one layer: both digests checked (or why not).
+    /// End of one layer: the blob's digest checked (or why it failed).
     End(Result<()>),
 }
 
@@ -136,13 +140,16 @@ pub fn spawn(layers: Vec<LayerSpec>, max_bytes: u64, progress: Arc<Progress>) ->
 }
 
 impl Feed {
-    /// A reader over the next layer's tar bytes.
-    pub fn layer(&mut self) -> LayerReader<'_> {
+    /// A reader over the next layer's tar bytes; `spec` is that layer (its diff_id is checked).
+    pub fn layer(&mut self, spec: &LayerSpec) -> LayerReader<'_> {
         LayerReader {
             feed: self,
             cur: Vec::new(),
             pos: 0,
             end: None,
+            diff: Some(HashingWriter::new(io::sink())),
+            diff_id: spec.diff_id.clone(),
+            describe: spec.describe(),
         }
     }
 }
@@ -164,6 +171,10 @@ pub struct LayerReader<'a> {
     pos: usize,
     /// Set once the layer's end (with its verdict) arrived.
     end: Option<Result<()>>,
+    /// Hash of the tar bytes received so far (taken when the end arrives).
+    diff: Option<HashingWriter<io::Sink>>,
+    diff_id: Digest,
+    describe: String,
 }
 
 impl LayerReader<'_> {
@@ -206,14 +217,35 @@ impl Read for LayerReader<'_> {
             }
             match self.feed.rx.recv() {
                 Ok(Msg::Data(v)) => {
+                    if let Some(h) = &mut self.diff {
+                        h.write_all(&v)?;
+                    }
                     let old = std::mem::replace(&mut self.cur, v);
                     let _ = self.feed.recycle.try_send(old);
                     self.pos = 0;
                 }
-                Ok(Msg::End(r)) => self.end = Some(r),
+                Ok(Msg::End(r)) => self.end = Some(r.and_then(|()| self.check_diff_id())),
                 Err(_) => self.end = Some(Err(anyhow!("layer stream stopped"))),
             }
         }
+    }
+}
+
+impl LayerReader<'_> {
+    /// The whole uncompressed stream arrived: it must hash to the config's diff_id.
+    fn check_diff_id(&mut self) -> Result<()> {
+        let Some(h) = self.diff.take() else {
+            bail!("{}: the layer's end arrived twice", self.describe);
+        };
+        let (_, got, _) = h.finish();
+        if got != self.diff_id {
+            bail!(
+                "{} uncompresses to {got}, but the image config's rootfs.diff_ids says {}",
+                self.describe,
+                self.diff_id
+            );
+        }
+        Ok(())
     }
 }
 
@@ -277,10 +309,8 @@ fn stream_layer(
     // The blob hasher is borrowed by the decoder so that, once the decoder is done, the rest of
     // the blob (anything after the compressed stream) can still be drained into the digest.
     let mut blob = HashingReader::new(file);
-    let mut dec = HashingReader::new(
-        Decoder::new(l.compression, &mut blob)
-            .with_context(|| format!("cannot start decompressing {}", l.describe()))?,
-    );
+    let mut dec = Decoder::new(l.compression, &mut blob)
+        .with_context(|| format!("cannot start decompressing {}", l.describe()))?;
     loop {
         let mut buf = spare.try_recv().unwrap_or_default();
         buf.resize(CHUNK, 0);
@@ -312,20 +342,11 @@ fn stream_layer(
             bail!("applier stopped");
         }
     }
-    // The decoder returned EOF: its hash covers the whole tar stream, padding included.
-    let (diff_got, _) = dec
-        .finish()
-        .with_context(|| format!("{} is corrupt (cannot decompress its end)", l.describe()))?;
+    // The decoder returned EOF: every byte of the tar stream, padding included, was sent (the
+    // applier's side hashes them for the diff_id).
+    drop(dec);
     let (blob_got, blob_size) = blob
         .finish()
         .with_context(|| format!("cannot read blob of {}", l.describe()))?;
-    common::digest::check_stream(&l.digest, Some(l.size), &blob_got, blob_size, &l.describe())?;
-    if diff_got != l.diff_id {
-        bail!(
-            "{} uncompresses to {diff_got}, but the image config's rootfs.diff_ids says {}",
-            l.describe(),
-            l.diff_id
-        );
-    }
-    Ok(())
+    common::digest::check_stream(&l.digest, Some(l.size), &blob_got, blob_size, &l.describe())
 }

@@ -50,7 +50,7 @@ pub fn apply_specs(
     }
     let mut feed = stream::spawn(specs.clone(), max_bytes, progress);
     for spec in &specs {
-        let mut layer = feed.layer();
+        let mut layer = feed.layer(spec);
         if let Err(e) = applier.apply_layer(&mut layer) {
             // A corrupt stream surfaces in the tar parser as a short read; say what really
             // went wrong.
