@@ -105,10 +105,16 @@ class Session:
                 job(i)
         self.warming = False
 
-    def sample(self, series, cmd, **kw):
-        """Time CMD once into SERIES (not while warming up); the Result, or None on failure."""
+    def sample(self, series, cmd, after_sync=False, **kw):
+        """Time CMD once into SERIES (not while warming up); the Result, or None on failure.
+        AFTER_SYNC: first write back everything dirty (untimed), so a cold sample does not pay
+        for the tree the command before it left in memory: oci-unpack syncs its tree before
+        publishing it, and a `syncfs` writes back the whole filesystem; the anchors never sync,
+        and the flusher writing their trees back competes with whatever runs next."""
         if series.error is not None:
             return None
+        if after_sync:
+            subprocess.run(["sync"])
         r = timed(cmd, **kw)
         if r.rc != 0:
             series.fail(r.last_err())

@@ -2,7 +2,9 @@
 //!
 //! An entry is built in `CACHE/rootfs/.tmp-<key>-<pid>-<unique>/rootfs` and the `.tmp-…`
 //! directory is renamed to `<key>` in one step, so a reader sees a complete tree or none. The
-//! build runs under `Cache::lock("rootfs-<key>")` and re-checks for the entry after taking it,
+//! tree is made durable before that rename (one `syncfs`, see [`make_durable`]), so a crash or
+//! power failure leaves the entry either absent or whole, never a published tree of empty
+//! files. The build runs under `Cache::lock("rootfs-<key>")` and re-checks for the entry after taking it,
 //! so concurrent unpacks of one image build it once and the rest reuse it. Because the lock is
 //! held for the whole build, any `.tmp-<key>-…` directory seen under the lock is a leftover of
 //! a crashed run and is removed.
@@ -65,10 +67,35 @@ pub fn get_or_build(
     let root = tmp.path().join("rootfs");
     std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
     build(&root)?;
+    // The entry's own directory, not the tree's root, whose mode the image sets (0000 in a
+    // hostile one) and which an unprivileged caller then could not open.
+    make_durable(tmp.path())?;
     std::fs::rename(tmp.path(), &final_dir)
         .with_context(|| format!("cannot rename the new tree to {}", final_dir.display()))?;
     tmp.disarm();
     Ok((final_dir.join("rootfs"), false))
+}
+
+/// Write the finished tree to disk before it is published: the rename that publishes it may
+/// reach the disk before the files' data (ext4's delayed allocation keeps data in memory for
+/// up to 30 s), and an entry is reused for as long as it exists.
+///
+/// One `syncfs(2)` of the cache's filesystem after the whole tree is written, not an fsync per
+/// file or directory: the applier never waits for the disk while it extracts (as unsquashfs,
+/// tar and umoci never do), and the single wait lets the kernel write the tree in one sweep.
+/// Its cost is the writeback of what is still dirty on that filesystem (ours, and whatever
+/// other processes wrote), paid once per cold unpack. The rename itself needs no sync: if it
+/// is lost, the next run finds no entry, removes the `.tmp-` leftover and builds again.
+pub fn make_durable(dir: &Path) -> Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("cannot open {}", dir.display()))?;
+    rustix::fs::syncfs(&fd)
+        .with_context(|| format!("cannot write {} to disk (syncfs)", dir.display()))
 }
 
 fn remove_leftovers(dir: &Path, key: &str) {

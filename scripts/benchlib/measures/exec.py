@@ -106,10 +106,10 @@ class ExecMeasures:
 
         def run_cold(i):
             c = self.sub("sif", f"{tag}-cache-{i}", mode=0o700)
-            self.sample(cold, [FRONT, "exec", sif, "true"], env=base_env(SINGULARITY_CACHEDIR=c, SINGULARITY_OCI_RUNTIME="crun"), cwd=d)
+            self.sample(cold, [FRONT, "exec", sif, "true"], env=base_env(SINGULARITY_CACHEDIR=c, SINGULARITY_OCI_RUNTIME="crun"), cwd=d, after_sync=True)
 
         def run_unsquashfs(i):
-            self.sample(unsq, ["unsquashfs", "-quiet", "-no-progress", "-o", str(offset), "-d", os.path.join(d, f"unsq-{i}"), sif])
+            self.sample(unsq, ["unsquashfs", "-quiet", "-no-progress", "-o", str(offset), "-d", os.path.join(d, f"unsq-{i}"), sif], after_sync=True)
 
         n = self.n(True)
         log(f"sif: cold, {tag}, {n} runs each, interleaved")

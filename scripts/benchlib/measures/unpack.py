@@ -65,6 +65,7 @@ class UnpackMeasures:
                 [os.path.join(BIN, "oci-unpack"), "--input", rec],
                 env=base_env(SINGULARITY_CACHEDIR=c),
                 capture=True,
+                after_sync=True,
             )
             if r is not None:
                 problem = rootfs_problem(r.stdout, cached=False)
@@ -76,14 +77,14 @@ class UnpackMeasures:
 
         def run_umoci(i):
             dest = os.path.join(self.scratch, "unpack", f"umoci-{i}")
-            self.sample(umoci, ["umoci", "unpack", "--image", f"{self.big}:latest", dest])
+            self.sample(umoci, ["umoci", "unpack", "--image", f"{self.big}:latest", dest], after_sync=True)
 
         def run_tar(i):
             dest = os.path.join(self.scratch, "unpack", f"tar-{i}")
             script = f"mkdir {shlex.quote(dest)}" + "".join(
                 f" && tar -xzf {shlex.quote(l)} -C {shlex.quote(dest)}" for l in layers
             )
-            self.sample(tar, ["sh", "-c", script])
+            self.sample(tar, ["sh", "-c", script], after_sync=True)
 
         self.interleave(n, [run_ours, run_umoci, run_tar])
         if ours.error:
