@@ -11,6 +11,7 @@
 //! the target directory is exactly what a hostile tar layer can do: nothing outside it.
 
 pub mod codec;
+pub mod inflate;
 pub mod inode;
 pub mod totar;
 
@@ -87,10 +88,74 @@ impl Superblock {
     }
 }
 
-/// An open squashfs image inside `[base, base + len)` of a file.
-pub struct Image {
+/// Where an image's bytes are: `[base, base + len)` of a file.
+pub struct BlockSource {
     file: File,
     base: u64,
+    len: u64,
+    block_size: usize,
+}
+
+impl BlockSource {
+    /// The same region through a descriptor of its own (for another thread).
+    pub fn try_clone(&self) -> Result<BlockSource> {
+        Ok(BlockSource {
+            file: self.file.try_clone()?,
+            ..*self
+        })
+    }
+
+    /// `pread` exactly `buf.len()` bytes at `pos` (relative to the image), refusing anything
+    /// outside it.
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> Result<()> {
+        if pos
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.len)
+        {
+            bail!(
+                "squashfs image is truncated or corrupt: a read of {} bytes at {pos} runs past its end ({} bytes)",
+                buf.len(),
+                self.len
+            );
+        }
+        self.file
+            .read_exact_at(buf, self.base + pos)
+            .with_context(|| format!("cannot read the squashfs image at {pos}"))
+    }
+}
+
+/// Read and decompress the data block stored at `pos` (`word` is its stored size word) into
+/// `out`, whose length on entry is the most it may hold once decompressed (the block size).
+pub fn read_block(
+    src: &BlockSource,
+    codec: &mut Codec,
+    pos: u64,
+    word: u32,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let size = (word & 0x00ff_ffff) as usize;
+    if size > src.block_size {
+        bail!("squashfs data block at {pos} claims {size} bytes, more than the block size");
+    }
+    if word & (1 << 24) != 0 {
+        out.resize(size, 0);
+        return src.read_at(out, pos);
+    }
+    let mut raw = std::mem::take(&mut codec.scratch);
+    raw.resize(size, 0);
+    let r = src.read_at(&mut raw, pos).and_then(|()| {
+        codec
+            .decompress(&raw, out)
+            .with_context(|| format!("squashfs data block at {pos} is corrupt"))
+    });
+    codec.scratch = raw;
+    out.truncate(r?);
+    Ok(())
+}
+
+/// An open squashfs image inside `[base, base + len)` of a file.
+pub struct Image {
+    src: BlockSource,
     len: u64,
     pub sb: Superblock,
     codec: Codec,
@@ -129,8 +194,12 @@ impl Image {
         }
         let codec = Codec::new(sb.compression, sb.block_size as usize)?;
         let mut img = Image {
-            file,
-            base,
+            src: BlockSource {
+                file,
+                base,
+                len: sb.bytes_used,
+                block_size: sb.block_size as usize,
+            },
             len: sb.bytes_used,
             sb,
             codec,
@@ -163,23 +232,22 @@ impl Image {
     /// `pread` exactly `buf.len()` bytes at `pos` (relative to the image), refusing anything
     /// outside it.
     pub fn read_at(&self, buf: &mut [u8], pos: u64) -> Result<()> {
+        self.note_read(buf.len() as u64);
+        self.src.read_at(buf, pos)
+    }
+
+    /// Count `n` bytes read for the progress bar (reads done elsewhere, such as by the inflate
+    /// workers, are counted here too).
+    pub fn note_read(&self, n: u64) {
         if let Some((p, id)) = &self.progress {
-            self.read.set(self.read.get() + buf.len() as u64);
+            self.read.set(self.read.get() + n);
             p.set(*id, self.read.get().min(self.len));
         }
-        if pos
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > self.len)
-        {
-            bail!(
-                "squashfs image is truncated or corrupt: a read of {} bytes at {pos} runs past its end ({} bytes)",
-                buf.len(),
-                self.len
-            );
-        }
-        self.file
-            .read_exact_at(buf, self.base + pos)
-            .with_context(|| format!("cannot read the squashfs image at {pos}"))
+    }
+
+    /// Workers inflating this image's data blocks in parallel (see `inflate`).
+    pub fn inflaters(&self) -> Result<inflate::Inflaters> {
+        inflate::Inflaters::start(&self.src, self.sb.compression, self.sb.block_size as usize)
     }
 
     /// The decompressed metadata block at `pos` and the position of the next one.
@@ -325,29 +393,9 @@ impl Image {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<()> {
-        let size = (word & 0x00ff_ffff) as usize;
-        if size > self.sb.block_size as usize {
-            bail!("squashfs data block at {pos} claims {size} bytes, more than the block size");
-        }
-        if word & (1 << 24) != 0 {
-            out.resize(size, 0);
-            self.read_at(out, pos)?;
-        } else {
-            let mut raw = std::mem::take(&mut self.codec.scratch);
-            raw.resize(size, 0);
-            let r = self.read_at(&mut raw, pos);
-            if r.is_ok() {
-                out.resize(limit, 0);
-                let n = self.codec.decompress(&raw, out);
-                self.codec.scratch = raw;
-                let n = n.with_context(|| format!("squashfs data block at {pos} is corrupt"))?;
-                out.truncate(n);
-                return Ok(());
-            }
-            self.codec.scratch = raw;
-            r?;
-        }
-        Ok(())
+        self.note_read((word & 0x00ff_ffff) as u64);
+        out.resize(limit, 0);
+        read_block(&self.src, &mut self.codec, pos, word, out)
     }
 
     pub fn xattrs(&self) -> Option<&inode::XattrTable> {

@@ -14,6 +14,7 @@
 //! and `DIR/.wh..wh..opq`; the plain `.wh.` markers of a layer made from a tar as it is pass
 //! through unchanged either way.
 
+use super::inflate::Inflaters;
 use super::inode::{self, Inode, Kind, NO_FRAGMENT};
 use super::{Image, MetaPos};
 use anyhow::{Context, Result, bail};
@@ -42,6 +43,8 @@ pub struct Walk<'a, W: Write> {
     block: Vec<u8>,
     /// The fragment block decompressed last (files sharing one are usually neighbours).
     fragment: Option<(u32, Vec<u8>)>,
+    /// Workers inflating the blocks of files of several blocks, started at the first one.
+    inflaters: Option<Inflaters>,
     /// Sockets cannot travel in tar (nor in OCI layers); they are left out.
     sockets: u64,
     /// Turn OverlayFS whiteouts into OCI markers (OCI-SIF layers).
@@ -61,6 +64,7 @@ impl<'a, W: Write> Walk<'a, W> {
             dirs_seen: HashSet::new(),
             block: Vec::new(),
             fragment: None,
+            inflaters: None,
             sockets: 0,
             overlay_whiteouts: false,
             opaque: false,
@@ -302,7 +306,15 @@ impl<'a, W: Write> Walk<'a, W> {
         };
         let mut pos = start;
         let mut left = size;
-        for _ in 0..full {
+        // A file of several blocks goes to the inflate workers; one block is not worth the
+        // hand-over.
+        let one_by_one = if full >= 2 {
+            (pos, left) = self.blocks_in_parallel(full, pos, left, &mut words)?;
+            0
+        } else {
+            full
+        };
+        for _ in 0..one_by_one {
             let want = left.min(bs);
             // Checked before the work: a crafted size cannot make us produce its bytes first.
             self.count(want)?;
@@ -349,6 +361,68 @@ impl<'a, W: Write> Walk<'a, W> {
         } else if left > 0 {
             bail!("the file's blocks end before its size");
         }
+        Ok(())
+    }
+}
+
+impl<W: Write> Walk<'_, W> {
+    /// The `full` whole blocks of a file, inflated by the workers and written in order; the
+    /// position and bytes left after them. Same checks, in the same order, as one at a time.
+    fn blocks_in_parallel(
+        &mut self,
+        full: u64,
+        mut pos: u64,
+        mut left: u64,
+        words: &mut MetaPos,
+    ) -> Result<(u64, u64)> {
+        let bs = self.img.sb.block_size as u64;
+        if self.inflaters.is_none() {
+            self.inflaters = Some(self.img.inflaters()?);
+        }
+        // In flight, in file order: a ticket (None for a sparse block) and the size it must be.
+        let mut queue = std::collections::VecDeque::new();
+        for _ in 0..full {
+            let want = left.min(bs);
+            // Checked before the work: a crafted size cannot make us produce its bytes first.
+            self.count(want)?;
+            let word = self.img.meta_u32(words)?;
+            let stored = (word & 0x00ff_ffff) as u64;
+            let pool = self.inflaters.as_mut().expect("started above");
+            let ticket = if stored == 0 {
+                None
+            } else {
+                self.img.note_read(stored);
+                Some(pool.submit(pos, word, bs as usize)?)
+            };
+            queue.push_back((ticket, want));
+            if queue.len() >= pool.window() {
+                let (t, w) = queue.pop_front().expect("not empty");
+                self.emit_block(t, w)?;
+            }
+            pos = pos.saturating_add(stored);
+            left -= want;
+        }
+        while let Some((t, w)) = queue.pop_front() {
+            self.emit_block(t, w)?;
+        }
+        Ok((pos, left))
+    }
+
+    /// Write one block of `want` bytes: the inflated block of `ticket`, or zeros (sparse).
+    fn emit_block(&mut self, ticket: Option<u64>, want: u64) -> Result<()> {
+        let pool = self.inflaters.as_mut().expect("started");
+        let block = match ticket {
+            Some(t) => pool.take(t)?,
+            None => vec![0; want as usize],
+        };
+        if block.len() as u64 != want {
+            bail!(
+                "a data block holds {} bytes where {want} were expected",
+                block.len()
+            );
+        }
+        self.out.write_all(&block)?;
+        pool.recycle(block);
         Ok(())
     }
 }
