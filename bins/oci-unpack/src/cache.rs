@@ -66,9 +66,12 @@ pub fn get_or_build(
     )))?;
     let root = tmp.path().join("rootfs");
     std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
-    build(&root)?;
     // The entry's own directory, not the tree's root, whose mode the image sets (0000 in a
     // hostile one) and which an unprivileged caller then could not open.
+    let early = EarlyWriteback::start(tmp.path())?;
+    let built = build(&root);
+    early.stop();
+    built?;
     make_durable(tmp.path())?;
     std::fs::rename(tmp.path(), &final_dir)
         .with_context(|| format!("cannot rename the new tree to {}", final_dir.display()))?;
@@ -87,15 +90,54 @@ pub fn get_or_build(
 /// other processes wrote), paid once per cold unpack. The rename itself needs no sync: if it
 /// is lost, the next run finds no entry, removes the `.tmp-` leftover and builds again.
 pub fn make_durable(dir: &Path) -> Result<()> {
+    let fd = open_dir(dir)?;
+    rustix::fs::syncfs(&fd)
+        .with_context(|| format!("cannot write {} to disk (syncfs)", dir.display()))
+}
+
+/// Writes the tree back while it is being built, so the final [`make_durable`] waits only for
+/// what was written last: a thread that calls `syncfs` every `EARLY_WRITEBACK_EVERY` until the
+/// build ends. The kernel's flusher does the writing, beside the unpack's threads; without it
+/// the whole tree would be written back only in the final wait.
+struct EarlyWriteback {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+const EARLY_WRITEBACK_EVERY: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl EarlyWriteback {
+    fn start(dir: &Path) -> Result<EarlyWriteback> {
+        let fd = open_dir(dir)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("early-writeback".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(EARLY_WRITEBACK_EVERY)
+                {
+                    // Best effort: the final sync reports what fails.
+                    let _ = rustix::fs::syncfs(&fd);
+                }
+            })
+            .context("cannot start the writeback thread")?;
+        Ok(EarlyWriteback { stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+fn open_dir(dir: &Path) -> Result<rustix::fd::OwnedFd> {
     use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
+    rustix::fs::open(
         dir,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .with_context(|| format!("cannot open {}", dir.display()))?;
-    rustix::fs::syncfs(&fd)
-        .with_context(|| format!("cannot write {} to disk (syncfs)", dir.display()))
+    .with_context(|| format!("cannot open {}", dir.display()))
 }
 
 fn remove_leftovers(dir: &Path, key: &str) {
