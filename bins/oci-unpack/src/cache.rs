@@ -4,10 +4,10 @@
 //! directory is renamed to `<key>` in one step, so a reader sees a complete tree or none. The
 //! tree is made durable before that rename (one `syncfs`, see [`make_durable`]), so a crash or
 //! power failure leaves the entry either absent or whole, never a published tree of empty
-//! files. The build runs under `Cache::lock("rootfs-<key>")` and re-checks for the entry after taking it,
-//! so concurrent unpacks of one image build it once and the rest reuse it. Because the lock is
-//! held for the whole build, any `.tmp-<key>-…` directory seen under the lock is a leftover of
-//! a crashed run and is removed.
+//! files. The build runs under `Cache::lock("rootfs-<key>")` and re-checks for the entry after
+//! taking it, so concurrent unpacks of one image build it once and the rest reuse it. Because
+//! the lock is held for the whole build, any `.tmp-<key>-…` directory seen under the lock is a
+//! leftover of a crashed run and is removed.
 
 use crate::ownership::Ownership;
 use crate::unpack::TempTree;
