@@ -128,7 +128,7 @@ fn run_in(
     launcher: (&crate::launcher::Watchdog, Removal),
 ) -> Result<i32> {
     sweep_orphans(rt);
-    prepare_new_container(rt.kind(), &RealHost)?;
+    prepare_new_container(&rt.bin, &RealHost)?;
     let guard = SdGuard::new(StateDir::create(&rt.root, &id)?);
     let dir = guard.get();
     dir.record(bundle, &rt.bin.path)?;

@@ -34,8 +34,21 @@ pub fn host_needs_fix() -> bool {
 /// In a new private mount namespace, hide the cgroup2 controllers from crun.
 /// Needs CAP_SYS_ADMIN in the current user namespace (root, or root of our outer namespace).
 pub fn apply() -> Result<()> {
-    unshare(CloneFlags::CLONE_NEWNS).context("cannot create a private mount namespace for crun")?;
-    crate::mountns::make_root_private()?;
+    private_mount_namespace()?;
+    hide_controllers()
+}
+
+/// Move this process into a new mount namespace whose mounts are all private: what is mounted
+/// there for the runtime stays there.
+pub fn private_mount_namespace() -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS)
+        .context("cannot create a private mount namespace for the runtime")?;
+    crate::mountns::make_root_private()
+}
+
+/// Bind `/dev/null` over the unified hierarchy's `cgroup.controllers` (in a private mount
+/// namespace: [`private_mount_namespace`]).
+pub fn hide_controllers() -> Result<()> {
     mount(
         Some("/dev/null"),
         CONTROLLERS,

@@ -13,8 +13,12 @@ pub trait Host {
     fn euid_is_root(&self) -> bool;
     /// crun refuses this host's hybrid cgroup layout unless the fix is applied.
     fn cgroup_fix_needed(&self) -> bool;
-    /// Apply the fix to this process (a private mount namespace).
-    fn apply_cgroup_fix(&self) -> Result<()>;
+    /// Move this process into a private mount namespace of its own, for the runtime.
+    fn private_mount_namespace(&self) -> Result<()>;
+    /// In that namespace: the crun fix (`/dev/null` over `cgroup.controllers`).
+    fn hide_cgroup_controllers(&self) -> Result<()>;
+    /// In that namespace: the runtime's binary bound read-only onto itself.
+    fn read_only_runtime(&self, bin: &std::path::Path) -> Result<()>;
     /// Where the user namespace of process `pid` sits relative to ours.
     fn relation_to(&self, pid: i32) -> Result<Relation>;
     /// Join the outer user namespace of process `pid`.
@@ -34,8 +38,14 @@ impl Host for RealHost {
     fn cgroup_fix_needed(&self) -> bool {
         super::cgroupfix::host_needs_fix()
     }
-    fn apply_cgroup_fix(&self) -> Result<()> {
-        super::cgroupfix::apply()
+    fn private_mount_namespace(&self) -> Result<()> {
+        super::cgroupfix::private_mount_namespace()
+    }
+    fn hide_cgroup_controllers(&self) -> Result<()> {
+        super::cgroupfix::hide_controllers()
+    }
+    fn read_only_runtime(&self, bin: &std::path::Path) -> Result<()> {
+        super::readonly::bind_read_only(bin)
     }
     fn relation_to(&self, pid: i32) -> Result<Relation> {
         super::userns::outer_userns_of(pid).map(|o| o.relation())
@@ -51,11 +61,14 @@ pub struct FakeHost {
     pub privileged: bool,
     pub root: bool,
     pub needs_fix: bool,
+    /// The private mount namespace cannot be made.
     pub fix_fails: bool,
+    /// The read-only bind of the runtime fails.
+    pub read_only_fails: bool,
     /// Where every container process's namespace sits (`None`: the lookup fails).
     pub relation: Option<Relation>,
     pub join_fails: bool,
-    /// What happened, in order: `fix`, `join PID`.
+    /// What happened, in order: `mountns`, `fix`, `ro PATH`, `join PID`.
     pub events: RefCell<Vec<String>>,
 }
 
@@ -99,13 +112,29 @@ impl Host for FakeHost {
     fn cgroup_fix_needed(&self) -> bool {
         self.needs_fix
     }
-    fn apply_cgroup_fix(&self) -> Result<()> {
+    fn private_mount_namespace(&self) -> Result<()> {
         if self.fix_fails {
             anyhow::bail!(
-                "cannot create a private mount namespace for crun: Operation not permitted"
+                "cannot create a private mount namespace for the runtime: Operation not permitted"
             );
         }
+        self.events.borrow_mut().push("mountns".into());
+        Ok(())
+    }
+    fn hide_cgroup_controllers(&self) -> Result<()> {
         self.events.borrow_mut().push("fix".into());
+        Ok(())
+    }
+    fn read_only_runtime(&self, bin: &std::path::Path) -> Result<()> {
+        if self.read_only_fails {
+            anyhow::bail!(
+                "cannot bind {} onto itself: Permission denied",
+                bin.display()
+            );
+        }
+        self.events
+            .borrow_mut()
+            .push(format!("ro {}", bin.display()));
         Ok(())
     }
     fn relation_to(&self, pid: i32) -> Result<Relation> {

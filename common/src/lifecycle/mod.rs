@@ -24,6 +24,7 @@ pub mod monitor;
 pub mod ops;
 pub mod proc;
 pub mod process;
+pub mod readonly;
 pub mod root;
 pub mod runtime;
 pub mod signals;

@@ -14,7 +14,7 @@ use super::super::error;
 use super::super::host::Host;
 use super::super::lock;
 use super::super::process::{Call, Runtime};
-use super::super::runtime::RuntimeKind;
+use super::super::runtime::{RuntimeBinary, RuntimeKind};
 use super::super::statedir::{self, StateDir};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -85,18 +85,37 @@ impl Drop for Reservation {
     }
 }
 
-/// Before `run` or `create`: the crun hybrid-cgroup fix, which needs CAP_SYS_ADMIN (root, or
-/// root of the outer user namespace).
-pub fn prepare_new_container(kind: RuntimeKind, host: &dyn Host) -> Result<()> {
-    if kind != RuntimeKind::Crun || !host.cgroup_fix_needed() {
-        return Ok(());
-    }
-    if !host.euid_is_root() {
+/// Before `run` or `create`: the runtime's own private mount namespace, when we can make one
+/// (root, or root of the outer user namespace: CAP_SYS_ADMIN) and either crun needs the
+/// hybrid-cgroup fix or we are the unprivileged user inside `oci-userns-starter`. Host root
+/// without the fix keeps the runtime in the host's mount namespace, as a bare runtime runs.
+///
+/// In that namespace the runtime's binary is bound read-only onto itself
+/// ([`crate::lifecycle::readonly`]), so crun and runc skip copying themselves into memory before
+/// every start. That part is best effort: when it fails the runtime copies itself, as it
+/// always did.
+pub fn prepare_new_container(bin: &RuntimeBinary, host: &dyn Host) -> Result<()> {
+    let fix = bin.kind == RuntimeKind::Crun && host.cgroup_fix_needed();
+    if fix && !host.euid_is_root() {
         bail!(
             "crun needs the hybrid-cgroup workaround here, which needs the outer user namespace: run 'oci-userns-starter -- oci-runtime-shim ...'"
         );
     }
-    host.apply_cgroup_fix()
+    let in_starter = host.euid_is_root() && !host.privileged();
+    if !fix && !in_starter {
+        return Ok(());
+    }
+    host.private_mount_namespace()?;
+    if fix {
+        host.hide_cgroup_controllers()?;
+    }
+    if let Err(e) = host.read_only_runtime(&bin.path) {
+        crate::cli::debug(format!(
+            "the runtime copies itself before it starts: {}",
+            crate::cli::format_chain(&e)
+        ));
+    }
+    Ok(())
 }
 
 /// What `create` is asked for.
@@ -114,7 +133,7 @@ pub fn create(rt: &dyn Runtime, host: &dyn Host, req: &Request) -> Result<StateD
     statedir::check_container_id(req.id)?;
     let r = Reservation::new(rt, req.id, req.bundle)?;
     let sd = r.state_dir();
-    prepare_new_container(rt.kind(), host)?;
+    prepare_new_container(rt.binary(), host)?;
     let call = Call::new([
         "--log".as_ref(),
         sd.runtime_log().as_os_str(),
@@ -336,6 +355,18 @@ mod tests {
         assert!(w.rt.ops().is_empty());
     }
 
+    fn binary(kind: RuntimeKind) -> RuntimeBinary {
+        let name = if kind == RuntimeKind::Crun {
+            "crun"
+        } else {
+            "runc"
+        };
+        RuntimeBinary {
+            path: PathBuf::from("/usr/bin").join(name),
+            kind,
+        }
+    }
+
     #[test]
     fn crun_gets_the_cgroup_fix_when_needed() {
         let w = World::crun(FakeHost {
@@ -344,24 +375,50 @@ mod tests {
         });
         let b = w.bundle("b", CONFIG);
         create(&w.rt, &w.host, &req(&b, "c1")).unwrap();
-        assert_eq!(w.host.events(), ["fix"]);
+        assert_eq!(w.host.events(), ["mountns", "fix", "ro /usr/bin/crun"]);
     }
 
     #[test]
-    fn runc_never_gets_the_cgroup_fix() {
+    fn host_root_gets_a_namespace_only_for_the_fix() {
         let host = FakeHost {
             needs_fix: true,
-            ..FakeHost::starter_root()
+            ..FakeHost::host_root()
         };
-        prepare_new_container(RuntimeKind::Runc, &host).unwrap();
-        prepare_new_container(RuntimeKind::Other, &host).unwrap();
+        prepare_new_container(&binary(RuntimeKind::Runc), &host).unwrap();
         assert!(host.events().is_empty());
+        prepare_new_container(&binary(RuntimeKind::Crun), &host).unwrap();
+        assert_eq!(host.events(), ["mountns", "fix", "ro /usr/bin/crun"]);
     }
 
     #[test]
-    fn no_fix_on_hosts_that_do_not_need_it() {
+    fn inside_the_starter_every_runtime_is_read_only_and_only_crun_gets_the_fix() {
+        for needs_fix in [false, true] {
+            let host = FakeHost {
+                needs_fix,
+                ..FakeHost::starter_root()
+            };
+            prepare_new_container(&binary(RuntimeKind::Runc), &host).unwrap();
+            assert_eq!(host.events(), ["mountns", "ro /usr/bin/runc"]);
+        }
         let host = FakeHost::starter_root();
-        prepare_new_container(RuntimeKind::Crun, &host).unwrap();
+        prepare_new_container(&binary(RuntimeKind::Crun), &host).unwrap();
+        assert_eq!(host.events(), ["mountns", "ro /usr/bin/crun"]);
+    }
+
+    #[test]
+    fn a_failed_read_only_bind_leaves_the_runtime_to_copy_itself() {
+        let host = FakeHost {
+            read_only_fails: true,
+            ..FakeHost::starter_root()
+        };
+        prepare_new_container(&binary(RuntimeKind::Crun), &host).unwrap();
+        assert_eq!(host.events(), ["mountns"]);
+    }
+
+    #[test]
+    fn an_unprivileged_user_outside_the_starter_gets_nothing_without_the_fix() {
+        let host = FakeHost::user();
+        prepare_new_container(&binary(RuntimeKind::Crun), &host).unwrap();
         assert!(host.events().is_empty());
     }
 

@@ -486,3 +486,41 @@ fn runtime_killed_mid_run_leaves_nothing() {
         ctx.assert_no_leftovers();
     }
 }
+
+/// In the mount namespace the shim makes for the runtime, the runtime's binary is bound
+/// read-only onto itself, so crun skips copying itself into a sealed memfd before every start
+/// (its CVE-2019-5736 guard counts a read-only mount as safe). A wrapper named after the runtime
+/// says whether it can write itself, then runs the real one. Unprivileged only: host root gets
+/// that namespace only where crun needs the hybrid-cgroup fix (unit-tested in
+/// `lifecycle::ops::create`).
+#[test]
+fn the_runtime_finds_its_binary_read_only() {
+    use std::os::unix::fs::PermissionsExt;
+    for ctx in matrix_with(&[Profile::User, Profile::UserNoSubids]) {
+        if ctx.profile == Profile::UserNoSubids && ctx.rt == e2e::Rt::Runc {
+            continue; // runc needs subordinate IDs (refused by oci-mkspec, tested elsewhere)
+        }
+        let rt = ctx.rt.name();
+        let wrapper = ctx.write_file(
+            &format!("{rt}-wrapper"),
+            format!(
+                "#!/bin/sh\nif [ -w \"$0\" ]; then w=writable; else w=read-only; fi\necho \"runtime binary: $w\" >&2\nexec {rt} \"$@\"\n"
+            ),
+        );
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = ctx
+            .front_cmd(&["exec", &e2e::oci_ref("busybox"), "true"])
+            .env("SINGULARITY_OCI_RUNTIME", wrapper.to_str().unwrap())
+            .run();
+        out.assert_code(0);
+        if !out.stderr.contains("runtime binary: read-only")
+            || out.stderr.contains("runtime binary: writable")
+        {
+            out.fail(&format!(
+                "[{}] the runtime should find its binary read-only",
+                ctx.name
+            ));
+        }
+        ctx.assert_no_leftovers();
+    }
+}
