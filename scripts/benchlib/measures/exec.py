@@ -4,11 +4,12 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
 
 from ..build import stage_problem
 from ..config import FRONT, SETTLE, WARMUP
 from ..fixtures import blob_path, build_big_sif, crun_prefix, layout_manifest, make_bundle, runc_prefix
-from ..proc import CLEANUP, NotRunnable, base_env, check, log, must, podman_cgroups, remove_empty_cgroups, timed, user_ids
+from ..proc import CLEANUP, fresh_dir, NotRunnable, base_env, check, log, must, podman_cgroups, remove_empty_cgroups, timed, user_ids
 from ..report import Goal, Row, Series
 
 
@@ -25,16 +26,20 @@ class ExecMeasures:
             home = "/root"
         tmp = self.sub(name, "tmp", owner=user, mode=0o700)
         cache = self.sub(name, "cache", owner=user, mode=0o700)
-        state = self.sub(name, "state", owner=user, mode=0o700)
-        env = base_env(home, SINGULARITY_CACHEDIR=cache, TMPDIR=tmp, SINGULARITY_OCI_STATE_ROOT=state, SINGULARITY_OCI_RUNTIME="crun")
+        # A logged-in user's runtime directory (logind's /run/user/UID: a tmpfs of the user's,
+        # 0700), where our state root and bundle go by default and where a rootless runtime
+        # keeps its state: ours and the anchors keep their state there alike.
+        rundir = self.runtime_dir(name, user)
+        state = os.path.join(rundir, "singularity-oci")
+        env = base_env(home, SINGULARITY_CACHEDIR=cache, TMPDIR=tmp, XDG_RUNTIME_DIR=rundir, SINGULARITY_OCI_STATE_ROOT=state, SINGULARITY_OCI_RUNTIME="crun")
         image = f"oci:{self.busybox}:latest"
         ours = Series("singularity-oci exec")
         ours_runc = Series("singularity-oci exec (runc)")
         crun, runc = Series("crun run"), Series("runc run")
         podman = Series("podman run --rm")
         bundle = make_bundle(os.path.join(d, "bundle"), rootless, self.rootfs)
-        crun_root = self.sub(name, "crun-root", owner=user, mode=0o700)
-        runc_root = self.sub(name, "runc-root", owner=user, mode=0o700)
+        crun_root = fresh_dir(os.path.join(rundir, "crun"), owner=user, mode=0o700)
+        runc_root = fresh_dir(os.path.join(rundir, "runc"), owner=user, mode=0o700)
         CLEANUP.push(self.delete_all, crun_prefix(rootless), crun_root, user)
         CLEANUP.push(self.delete_all, runc_prefix(rootless), runc_root, user)
 
@@ -93,6 +98,14 @@ class ExecMeasures:
             Row(f"warm exec `true` ({who}, crun), back to back", ours_b2b, [crun_b2b], [],
                 note="informational: no idle time between runs")
         )
+
+    def runtime_dir(self, name, user):
+        """A tmpfs of USER's (root when None), mode 0700, unmounted when the bench ends."""
+        d = self.sub(name, "run-user")
+        uid, gid = (user_ids(user)[:2]) if user else (0, 0)
+        must(["mount", "-t", "tmpfs", "-o", f"mode=0700,uid={uid},gid={gid},size=64m", "tmpfs", d])
+        CLEANUP.push(lambda: subprocess.run(["umount", "-l", d], check=False))
+        return d
 
     def sif_cold(self, sif, tag):
         """Cold `exec SIF true` (a fresh cache each run) and `unsquashfs -d` of its partition,
