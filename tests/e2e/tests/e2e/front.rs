@@ -647,3 +647,65 @@ fn unknown_options_are_named_and_both_value_forms_work() {
         ctx.assert_no_leftovers();
     }
 }
+
+/// The directory the bundle of a run was made in, from `--debug`'s mkspec record.
+fn bundle_parent_of(out: &Output) -> PathBuf {
+    let line = out
+        .stderr
+        .lines()
+        .find_map(|l| l.split_once("record from mkspec: ").map(|(_, r)| r))
+        .unwrap_or_else(|| out.fail("no mkspec record in --debug output"));
+    let rec: Value = serde_json::from_str(line).unwrap();
+    Path::new(rec["bundle"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A foreground run's bundle goes in `$XDG_RUNTIME_DIR` when the user has one (a tmpfs where
+/// a logged-in user has it, as SingularityCE 4 builds bundles on a session tmpfs); a
+/// `--disable-cache` run's (it holds the whole image) stays in the temporary directory, and so
+/// does every bundle when the variable names nothing of the user's. Nothing is left in either.
+#[test]
+fn a_run_makes_its_bundle_in_the_runtime_directory() {
+    for ctx in matrix_with(&[Profile::Root, Profile::User]) {
+        let xdg = ctx.mkdir("xdg");
+        let xdg_s = xdg.to_str().unwrap();
+        let image = oci_ref("busybox");
+        let run = |opts: &[&str], runtime_dir: &str| {
+            let mut args = vec!["--debug", "exec"];
+            args.extend_from_slice(opts);
+            args.extend_from_slice(&[&image, "true"]);
+            let out = ctx
+                .front_cmd(&args)
+                .env("XDG_RUNTIME_DIR", runtime_dir)
+                .run();
+            out.assert_code(0);
+            bundle_parent_of(&out)
+        };
+        assert_eq!(run(&[], xdg_s), xdg, "[{}] default run", ctx.name);
+        assert_eq!(
+            run(&["--disable-cache"], xdg_s),
+            ctx.tmpdir(),
+            "[{}] --disable-cache",
+            ctx.name
+        );
+        assert_eq!(
+            run(&[], "/nonexistent-runtime-dir"),
+            ctx.tmpdir(),
+            "[{}] a runtime directory that does not exist",
+            ctx.name
+        );
+        let left: Vec<_> = std::fs::read_dir(&xdg)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with("singularity-oci."))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "[{}] bundles left in {xdg_s}: {left:?}",
+            ctx.name
+        );
+        ctx.assert_no_leftovers();
+    }
+}
