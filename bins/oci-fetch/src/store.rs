@@ -649,37 +649,39 @@ mod tests {
         }
     }
 
+    /// A `.partial` file holding `bytes` for `d`, as a run killed before its commit leaves.
+    fn plant_partial(s: &Store, d: &RawDescriptor, bytes: &[u8]) -> std::path::PathBuf {
+        let partial = s
+            .cache()
+            .tmp_dir()
+            .join(format!("blob-{}.partial", d.digest().unwrap().hex()));
+        fs::write(&partial, bytes).unwrap();
+        partial
+    }
+
+    fn resumable(data: &[u8]) -> Mem {
+        Mem {
+            data: data.to_vec(),
+            opens: AtomicU32::new(0),
+            resumable: true,
+        }
+    }
+
     #[test]
     fn a_complete_partial_is_verified_and_committed_without_a_request() {
         let (_t, s) = store();
         let data: Vec<u8> = (0..50_000u32).map(|i| (i % 241) as u8).collect();
         let d = desc(&data);
-        let partial = s
-            .cache()
-            .tmp_dir()
-            .join(format!("blob-{}.partial", d.digest().unwrap().hex()));
-        fs::write(&partial, &data).unwrap();
-        let src = Mem {
-            data: data.clone(),
-            opens: AtomicU32::new(0),
-            resumable: true,
-        };
+        plant_partial(&s, &d, &data);
+        let src = resumable(&data);
         assert!(s.fetch_blob(&d, &src, &Progress::new(true)).unwrap());
         assert_eq!(src.opens.load(Ordering::SeqCst), 0);
         assert_eq!(fs::read(s.path(&d.digest().unwrap())).unwrap(), data);
         // A complete partial with the wrong content is downloaded again from byte 0.
         let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
         let d2 = desc(&other);
-        let partial2 = s
-            .cache()
-            .tmp_dir()
-            .join(format!("blob-{}.partial", d2.digest().unwrap().hex()));
-        fs::write(&partial2, &data).unwrap();
-        let src2 = Mem {
-            data: other.clone(),
-            opens: AtomicU32::new(0),
-            resumable: true,
-        };
+        let partial2 = plant_partial(&s, &d2, &data);
+        let src2 = resumable(&other);
         assert!(s.fetch_blob(&d2, &src2, &Progress::new(true)).unwrap());
         assert_eq!(src2.opens.load(Ordering::SeqCst), 1);
         assert_eq!(fs::read(s.path(&d2.digest().unwrap())).unwrap(), other);
