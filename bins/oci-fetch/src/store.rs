@@ -626,23 +626,19 @@ mod tests {
         assert_eq!(fs::read_dir(s.cache().tmp_dir()).unwrap().count(), 0);
         // With several workers every good blob lands too, and a second run asks for nothing.
         let (_t2, s2) = store();
-        s2.fetch_all(
-            &descs[1..],
-            &src,
-            &Progress::new(true),
-            3,
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let fetch_rest = || {
+            s2.fetch_all(
+                &descs[1..],
+                &src,
+                &Progress::new(true),
+                3,
+                &AtomicBool::new(false),
+            )
+            .unwrap()
+        };
+        fetch_rest();
         let asked = src.asked.lock().unwrap().len();
-        s2.fetch_all(
-            &descs[1..],
-            &src,
-            &Progress::new(true),
-            3,
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        fetch_rest();
         assert_eq!(src.asked.lock().unwrap().len(), asked);
         for d in &descs[1..] {
             assert!(s2.has(&d.digest().unwrap()));
