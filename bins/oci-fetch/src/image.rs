@@ -204,10 +204,16 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
     // The side work runs while the layers download (a round trip and an fsync less before the
     // first layer byte), except when only the config can tell whether this is the platform the
     // user asked for: then it is done and checked first, so a wrong image's layers never come.
+    // With every layer already cached (a warm start) there is nothing to overlap: no thread.
     let cancel = AtomicBool::new(false);
-    let image_config = if depth == 0 && opts.want_explicit {
+    let all_cached = layers
+        .iter()
+        .all(|l| l.digest().is_ok_and(|d| store.has(&d)));
+    let image_config = if (depth == 0 && opts.want_explicit) || all_cached {
         let config = side_work()?;
-        check_single_platform(&config, opts)?;
+        if depth == 0 {
+            check_single_platform(&config, opts)?;
+        }
         fetch_layers(src, store, &layers, opts, &cancel)?;
         config
     } else {
