@@ -669,7 +669,12 @@ fn bundle_parent_of(out: &Output) -> PathBuf {
 #[test]
 fn a_run_makes_its_bundle_in_the_runtime_directory() {
     for ctx in matrix_with(&[Profile::Root, Profile::User]) {
+        // As logind makes it: the user's, 0700 (for runc's init, root of the inner namespace,
+        // the bundle is then reachable only because the directory's owner and group are both
+        // mapped there).
         let xdg = ctx.mkdir("xdg");
+        std::fs::set_permissions(&xdg, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         let xdg_s = xdg.to_str().unwrap();
         let image = oci_ref("busybox");
         let run = |opts: &[&str], runtime_dir: &str| {
