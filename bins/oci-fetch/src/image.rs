@@ -204,7 +204,8 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
     // The side work runs while the layers download (a round trip and an fsync less before the
     // first layer byte), except when only the config can tell whether this is the platform the
     // user asked for: then it is done and checked first, so a wrong image's layers never come.
-    // With every layer already cached (a warm start) there is nothing to overlap: no thread.
+    // With every layer already cached (a warm start) there is nothing to download or overlap:
+    // no thread, and no second look at the layers.
     let cancel = AtomicBool::new(false);
     let all_cached = layers
         .iter()
@@ -214,7 +215,9 @@ pub fn fetch(src: &dyn ImageSource, store: &Store, opts: &Options) -> Result<Fet
         if depth == 0 {
             check_single_platform(&config, opts)?;
         }
-        fetch_layers(src, store, &layers, opts, &cancel)?;
+        if !all_cached {
+            fetch_layers(src, store, &layers, opts, &cancel)?;
+        }
         config
     } else {
         let (config, layers_fetched) = std::thread::scope(|s| {
