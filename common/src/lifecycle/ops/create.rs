@@ -170,7 +170,7 @@ fn failure_words(sd: &StateDir, rt: &dyn Runtime, code: i32) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::fake::Status;
+    use super::super::super::fake::{FakeRuntime, Status};
     use super::super::super::host::FakeHost;
     use super::super::testing::World;
     use super::*;
@@ -355,16 +355,11 @@ mod tests {
         assert!(w.rt.ops().is_empty());
     }
 
-    fn binary(kind: RuntimeKind) -> RuntimeBinary {
-        let name = if kind == RuntimeKind::Crun {
-            "crun"
-        } else {
-            "runc"
-        };
-        RuntimeBinary {
-            path: PathBuf::from("/usr/bin").join(name),
-            kind,
-        }
+    /// What preparing a new container of `kind` asked of `host`.
+    fn prepared(kind: RuntimeKind, host: &FakeHost) -> Vec<String> {
+        let rt = FakeRuntime::new(kind, Path::new("/nonexistent-state-root"));
+        prepare_new_container(rt.binary(), host).unwrap();
+        host.events()
     }
 
     #[test]
@@ -384,10 +379,11 @@ mod tests {
             needs_fix: true,
             ..FakeHost::host_root()
         };
-        prepare_new_container(&binary(RuntimeKind::Runc), &host).unwrap();
-        assert!(host.events().is_empty());
-        prepare_new_container(&binary(RuntimeKind::Crun), &host).unwrap();
-        assert_eq!(host.events(), ["mountns", "fix", "ro /usr/bin/crun"]);
+        assert!(prepared(RuntimeKind::Runc, &host).is_empty());
+        assert_eq!(
+            prepared(RuntimeKind::Crun, &host),
+            ["mountns", "fix", "ro /usr/bin/crun"]
+        );
     }
 
     #[test]
@@ -397,12 +393,15 @@ mod tests {
                 needs_fix,
                 ..FakeHost::starter_root()
             };
-            prepare_new_container(&binary(RuntimeKind::Runc), &host).unwrap();
-            assert_eq!(host.events(), ["mountns", "ro /usr/bin/runc"]);
+            assert_eq!(
+                prepared(RuntimeKind::Runc, &host),
+                ["mountns", "ro /usr/bin/runc"]
+            );
         }
-        let host = FakeHost::starter_root();
-        prepare_new_container(&binary(RuntimeKind::Crun), &host).unwrap();
-        assert_eq!(host.events(), ["mountns", "ro /usr/bin/crun"]);
+        assert_eq!(
+            prepared(RuntimeKind::Crun, &FakeHost::starter_root()),
+            ["mountns", "ro /usr/bin/crun"]
+        );
     }
 
     #[test]
@@ -411,15 +410,12 @@ mod tests {
             read_only_fails: true,
             ..FakeHost::starter_root()
         };
-        prepare_new_container(&binary(RuntimeKind::Crun), &host).unwrap();
-        assert_eq!(host.events(), ["mountns"]);
+        assert_eq!(prepared(RuntimeKind::Crun, &host), ["mountns"]);
     }
 
     #[test]
     fn an_unprivileged_user_outside_the_starter_gets_nothing_without_the_fix() {
-        let host = FakeHost::user();
-        prepare_new_container(&binary(RuntimeKind::Crun), &host).unwrap();
-        assert!(host.events().is_empty());
+        assert!(prepared(RuntimeKind::Crun, &FakeHost::user()).is_empty());
     }
 
     #[test]
