@@ -14,64 +14,72 @@
 //! (two mount calls), so any runtime with crun's check gains from it.
 
 use anyhow::{Context, Result};
-use nix::mount::{MsFlags, mount};
-use nix::sys::statvfs::{FsFlags, statvfs};
+use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::fs::{Mode, OFlags};
+use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
 use std::path::Path;
 
 /// Bind `bin` (the file it names, links resolved) onto itself and make that mount read-only.
 /// Only in a private mount namespace ([`super::cgroupfix::private_mount_namespace`]).
+///
+/// Every step after the one `open` works on descriptors (`open_tree`, `mount_setattr`,
+/// `move_mount`): no path is resolved twice, so what is bound is the very file it is bound
+/// onto, whatever a neighbour renames meanwhile, and the final name is never followed if it
+/// has become a symbolic link. `mount_setattr` only adds the read-only flag, so the flags the
+/// kernel locks on a mount inherited from the host (nosuid, nodev, ...) stay as they are.
 pub fn bind_read_only(bin: &Path) -> Result<()> {
     let file = std::fs::canonicalize(bin)
         .with_context(|| format!("cannot resolve the runtime binary {}", bin.display()))?;
-    // The flags the kernel locks on a mount inherited from a more privileged user namespace
-    // must be repeated in the remount, or it is refused (EPERM).
-    let kept = statvfs(&file)
-        .with_context(|| format!("cannot stat the file system of {}", file.display()))?
-        .flags();
-    mount(
-        Some(&file),
+    let target: OwnedFd = rustix::fs::open(
         &file,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("cannot open {}", file.display()))?;
+    let tree = open_tree(
+        &target,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .with_context(|| format!("cannot clone the mount of {}", file.display()))?;
+    set_read_only(&tree).with_context(|| format!("cannot make {} read-only", file.display()))?;
+    move_mount(
+        &tree,
+        "",
+        &target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
     .with_context(|| format!("cannot bind {} onto itself", file.display()))?;
-    mount(
-        None::<&str>,
-        &file,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | locked_flags(kept),
-        None::<&str>,
-    )
-    .with_context(|| format!("cannot make {} read-only", file.display()))
+    Ok(())
 }
 
-fn locked_flags(f: FsFlags) -> MsFlags {
-    let pairs = [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-    ];
-    pairs
-        .iter()
-        .filter(|(st, _)| f.contains(*st))
-        .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_remount_repeats_the_flags_the_kernel_locks() {
-        let f = FsFlags::ST_NOSUID | FsFlags::ST_NODEV | FsFlags::ST_RELATIME | FsFlags::ST_RDONLY;
-        assert_eq!(
-            locked_flags(f),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RELATIME
-        );
-        assert_eq!(locked_flags(FsFlags::empty()), MsFlags::empty());
+/// `mount_setattr(tree, "", AT_EMPTY_PATH, {attr_set: MOUNT_ATTR_RDONLY})` (Linux 5.12; rustix
+/// has no wrapper).
+fn set_read_only(tree: &OwnedFd) -> std::io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid descriptor, a NUL-terminated empty path and a mount_attr of the size
+    // passed; the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
