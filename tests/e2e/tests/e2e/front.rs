@@ -665,7 +665,8 @@ fn bundle_parent_of(out: &Output) -> PathBuf {
 /// A foreground run's bundle goes in `$XDG_RUNTIME_DIR` when the user has one (a tmpfs where
 /// a logged-in user has it, as SingularityCE 4 builds bundles on a session tmpfs); a
 /// `--disable-cache` run's (it holds the whole image) stays in the temporary directory, and so
-/// does every bundle when the variable names nothing of the user's. Nothing is left in either.
+/// does every bundle when the variable names nothing of the user's; one named through a
+/// symbolic link or that others can write is refused. Nothing is left in either.
 #[test]
 fn a_run_makes_its_bundle_in_the_runtime_directory() {
     for ctx in matrix_with(&[Profile::Root, Profile::User]) {
@@ -701,6 +702,35 @@ fn a_run_makes_its_bundle_in_the_runtime_directory() {
             "[{}] a runtime directory that does not exist",
             ctx.name
         );
+        let link = ctx.dir().join("xdg-link");
+        std::os::unix::fs::symlink(&xdg, &link).unwrap();
+        // A runtime directory named through a symbolic link is never followed: the bundle goes
+        // to the temporary directory; a user's state root (which root's is not) refuses it.
+        if ctx.is_root() {
+            assert_eq!(
+                run(&[], link.to_str().unwrap()),
+                ctx.tmpdir(),
+                "[{}] a runtime directory named through a symbolic link",
+                ctx.name
+            );
+        } else {
+            ctx.front_cmd(&["exec", &image, "true"])
+                .env("XDG_RUNTIME_DIR", link.to_str().unwrap())
+                .run()
+                .assert_fatal("symbolic link");
+        }
+        // A runtime directory others can write is refused, as a temporary directory would be.
+        let open_dir = ctx.mkdir("xdg-open");
+        std::fs::set_permissions(
+            &open_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        ctx.front_cmd(&["exec", &image, "true"])
+            .env("XDG_RUNTIME_DIR", open_dir.to_str().unwrap())
+            .run()
+            .assert_fatal("writable by group or others");
+        assert_eq!(std::fs::read_dir(&open_dir).unwrap().count(), 0);
         let left: Vec<_> = std::fs::read_dir(&xdg)
             .unwrap()
             .map(|e| e.unwrap().file_name())
