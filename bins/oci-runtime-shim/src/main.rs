@@ -4,6 +4,7 @@
 mod args;
 mod cleanup;
 mod console;
+mod escapees;
 mod launcher;
 mod ops;
 mod proxy;

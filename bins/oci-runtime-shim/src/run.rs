@@ -62,6 +62,7 @@ fn tie_to_launcher(
     remove_bundle: Removal,
 ) -> Result<crate::launcher::Watchdog> {
     crate::launcher::die_with_parent()?;
+    let own_root = crate::escapees::own_root(bundle);
     crate::launcher::Watchdog::start(|| {
         // The shim's descriptors close (waking the watchdog) before the kernel sends the
         // runtime its parent-death signal: a runtime still finishing its `run` can write the
@@ -70,6 +71,17 @@ fn tie_to_launcher(
         for pause_ms in [0, 100, 300, 600] {
             std::thread::sleep(std::time::Duration::from_millis(pause_ms));
             rt.force_delete(id);
+        }
+        // A runtime killed after letting the container go but before writing its state leaves
+        // a container no `delete` finds: kill what still runs on this run's root (escapees.rs).
+        // Again while any were found (one may have forked), for at most about 2 s.
+        if let Some(root) = own_root {
+            for _ in 0..40 {
+                if crate::escapees::kill_rooted_at(root) == 0 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
         if let Ok(Some(sd)) = StateDir::open(&rt.root, id) {
             let _ = sd.remove();

@@ -139,6 +139,58 @@ fn sigkill_of_the_front_or_the_shim_takes_the_container_down() {
     }
 }
 
+/// Lose the runtime's state of the running container (`$4`: the state root), as a runtime
+/// killed after letting the container go but before writing that state leaves it (crun's `run`
+/// writes it only after its last sync), then SIGKILL the front.
+const LOSE_STATE_THEN_KILL: &str = concat!(
+    start_front!(),
+    r#"
+state=$4
+n=0
+for d in "$state"/containers/*/; do
+    id=$(basename "$d")
+    if [ -d "$state/$id" ]; then rm -rf "$state/$id"; n=$((n + 1)); fi
+done
+[ $n -eq 1 ] || { echo "expected the runtime state of one container, found $n" >&2; exit 4; }
+kill -KILL "$f"
+wait "$f" 2>/dev/null
+exit 0
+"#
+);
+
+/// A container its runtime lost (no state, so `delete --force` finds nothing) still dies with
+/// its launcher: the watchdog kills every process whose root is this run's own root file
+/// system (oci-runtime-shim `escapees.rs`).
+#[test]
+fn a_container_its_runtime_lost_still_dies_with_the_launcher() {
+    let front = prefix().join("bin/singularity-oci").display().to_string();
+    for ctx in matrix() {
+        let tag = format!("sioci-lost-{}", std::process::id());
+        let state = ctx.state_root().display().to_string();
+        ctx.cmd("sh")
+            .args(&[
+                "-c",
+                LOSE_STATE_THEN_KILL,
+                "sh",
+                &front,
+                &oci_ref("busybox"),
+                &tag,
+                &state,
+            ])
+            .timeout(Duration::from_secs(60))
+            .run()
+            .assert_success();
+        let left = remains_after(&ctx, &tag, &ctx.state_root(), Duration::from_secs(5));
+        assert!(
+            left.is_empty(),
+            "[{}] a container whose runtime state was lost: still there after 5 s:\n  {}",
+            ctx.name,
+            left.join("\n  ")
+        );
+        ctx.assert_no_leftovers();
+    }
+}
+
 /// When the watchdog is killed too, the next run of the same user sweeps the container whose
 /// launcher processes are all dead: the container, its state and its bundle go.
 #[test]
