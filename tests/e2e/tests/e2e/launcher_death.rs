@@ -147,8 +147,11 @@ const LOSE_STATE_THEN_KILL: &str = concat!(
     r#"
 state=$4
 n=0
+# Only this context's container (its bundle is in this TMPDIR): root's state root is shared
+# with the other tests running meanwhile.
 for d in "$state"/containers/*/; do
     id=$(basename "$d")
+    case $(readlink "${d}bundle") in "$TMPDIR"/*) ;; *) continue ;; esac
     if [ -d "$state/$id" ]; then rm -rf "$state/$id"; n=$((n + 1)); fi
 done
 [ $n -eq 1 ] || { echo "expected the runtime state of one container, found $n" >&2; exit 4; }
